@@ -1,0 +1,92 @@
+// Package app wires the webhook handler, the state store and the scheduler
+// into one service with an HTTP server. It takes built dependencies; it
+// reads no files and no environment.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/webhook"
+)
+
+// Config is what the service needs beyond its dependencies.
+type Config struct {
+	WebhookSecret   []byte
+	Scheduler       scheduler.Config
+	ShutdownTimeout time.Duration // for requests in flight; default 10s
+}
+
+// App is the running service.
+type App struct {
+	cfg   Config
+	Store *store.Store
+	Sched *scheduler.Scheduler
+	mux   http.Handler
+	log   zerolog.Logger
+}
+
+// New builds the service.
+func New(cfg Config, st *store.Store, inst scheduler.Instances, gh scheduler.GitHub, clock scheduler.Clock, log zerolog.Logger) (*App, error) {
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	sched, err := scheduler.New(cfg.Scheduler, st, inst, gh, clock, log)
+	if err != nil {
+		return nil, err
+	}
+	hook, err := webhook.New(cfg.WebhookSecret, st, sched.Notify, log)
+	if err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	r.Post("/webhook", hook.ServeHTTP)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return &App{cfg: cfg, Store: st, Sched: sched, mux: r, log: log.With().Str("component", "app").Logger()}, nil
+}
+
+// Handler is the webhook listener's HTTP handler.
+func (a *App) Handler() http.Handler { return a.mux }
+
+// Run serves on ln and runs the scheduler until ctx ends or one of them
+// fails. On shutdown it stops accepting, lets requests in flight finish,
+// and leaves running runners alone.
+func (a *App) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		a.log.Info().Str("listen", ln.Addr().String()).Msg("serving webhooks")
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error { return a.Sched.Run(gctx) })
+	return g.Wait()
+}

@@ -1,0 +1,130 @@
+package scheduler
+
+import (
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// Webhook actions we act on.
+const (
+	ActionQueued     = "queued"
+	ActionInProgress = "in_progress"
+	ActionCompleted  = "completed"
+)
+
+// apply folds one recorded delivery into the job and runner state. It runs
+// inside the scheduler's transaction and does no outside I/O. Deliveries
+// come twice, late and out of order: a job id seen before never queues
+// again, and a late event never moves a job backwards.
+func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
+	log := s.log.With().Str("delivery_id", d.DeliveryID).Int64("job_id", d.JobID).Str("action", d.Action).Logger()
+	job, err := tx.Job(d.JobID)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if !known {
+		job = store.Job{
+			ID: d.JobID, RunID: d.RunID, InstallationID: d.InstallationID, Org: d.Org, Repo: d.Repo,
+			Labels: d.Labels, DeliveryID: d.DeliveryID, QueuedAt: d.ReceivedAt,
+		}
+	}
+
+	switch d.Action {
+	case ActionQueued:
+		if known {
+			log.Info().Str("state", job.State).Msg("job already known: duplicate or late queued event, nothing to do")
+			return nil
+		}
+		pool, reason := s.cfg.route(d.Labels, d.Repo, d.Public)
+		if pool == nil {
+			job.State, job.Reason = store.JobIgnored, reason
+			log.Info().Strs("labels", d.Labels).Str("repo", d.Repo).Str("reason", reason).Msg("job ignored")
+		} else {
+			job.State, job.Pool = store.JobQueued, pool.Name
+			log.Info().Str("pool", pool.Name).Msg("job queued")
+		}
+		return tx.PutJob(job)
+
+	case ActionInProgress:
+		if job.State == store.JobCompleted {
+			log.Debug().Msg("in_progress after completed: ignored")
+			return nil
+		}
+		if !known {
+			job.Reason = "first seen in progress"
+		}
+		job.State, job.RunnerName, job.StartedAt = store.JobInProgress, d.RunnerName, d.ReceivedAt
+		if err := tx.PutJob(job); err != nil {
+			return err
+		}
+		return s.claim(tx, log, d.RunnerName, now)
+
+	case ActionCompleted:
+		if job.State == store.JobCompleted {
+			log.Debug().Msg("duplicate completed: ignored")
+			return nil
+		}
+		if !known {
+			job.Reason = "first seen completed"
+		}
+		job.State, job.Conclusion, job.CompletedAt = store.JobCompleted, d.Conclusion, d.ReceivedAt
+		if d.RunnerName != "" {
+			job.RunnerName = d.RunnerName
+		}
+		if err := tx.PutJob(job); err != nil {
+			return err
+		}
+		if d.RunnerName == "" {
+			// Cancelled while queued: it leaves the queue, and Decide removes
+			// a runner that is now surplus.
+			log.Info().Str("pool", job.Pool).Str("conclusion", d.Conclusion).Msg("job completed without a runner")
+			return nil
+		}
+		r, err := tx.Runner(d.RunnerName)
+		if errors.Is(err, store.ErrNotFound) {
+			log.Info().Str("runner", d.RunnerName).Msg("job completed on a runner that is not ours")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !r.Live() || (r.State == store.RunnerDeleting && r.DeleteMode != ModeSurplus && r.DeleteMode != ModeRegistration) {
+			return nil
+		}
+		r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeJobDone, "job completed"
+		log.Info().Str("pool", r.Pool).Str("instance", r.Name).Str("conclusion", d.Conclusion).Msg("job completed: deleting its instance")
+		return tx.PutRunner(r)
+	}
+	return nil
+}
+
+// claim marks our runner named by an in_progress event as busy. A runner
+// being checked for teardown is claimed back: it must not be deleted.
+func (s *Scheduler) claim(tx *store.Tx, log zerolog.Logger, name string, now time.Time) error {
+	if name == "" {
+		return nil
+	}
+	r, err := tx.Runner(name)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Info().Str("runner", name).Msg("job taken by a runner that is not ours")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.State == store.RunnerLaunching || r.State == store.RunnerStarted:
+	case r.State == store.RunnerDeleting && (r.DeleteMode == ModeSurplus || r.DeleteMode == ModeRegistration):
+		log.Warn().Str("instance", name).Str("pool", r.Pool).Msg("runner took a job while being checked for teardown: kept")
+	default:
+		return nil
+	}
+	r.State, r.BusyAt, r.DeleteMode, r.Reason = store.RunnerBusy, now, "", ""
+	log.Info().Str("pool", r.Pool).Str("instance", name).Msg("runner busy")
+	return tx.PutRunner(r)
+}

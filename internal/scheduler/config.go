@@ -1,0 +1,225 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Pool is a kind of runner: the labels it registers and how its instances
+// are made.
+type Pool struct {
+	Name           string
+	Labels         []string // exactly what the runner registers; JIT runners get no defaults
+	Image          string
+	SourceInstance string
+	Type           string // "container" (default) or "virtual-machine"
+	Architecture   string
+	Target         string
+	Profiles       []string
+	Config         map[string]string
+	MaxInstances   int // 0: only the global limit applies
+
+	AllowPublicRepositories bool
+	Repositories            []string // optional allow-list: "owner/name" or "name"
+}
+
+// Config is the scheduler's part of the service configuration.
+type Config struct {
+	Pools               []Pool
+	MaxInstances        int           // across all pools
+	RegistrationTimeout time.Duration // a runner must be online or busy by then
+	MaxJobDuration      time.Duration
+	NamePrefix          string        // instance and runner names start with it
+	ReconcileInterval   time.Duration // how often LXD is compared with our state
+	LaunchTimeout       time.Duration // one launch: JIT config + create + start
+	MaxLaunching        int           // launches in flight at once
+	MaxBackoff          time.Duration // cap of the per-pool retry backoff
+}
+
+// Defaults.
+const (
+	DefaultRegistrationTimeout = 10 * time.Minute
+	DefaultMaxJobDuration      = 6 * time.Hour
+	DefaultNamePrefix          = "gha-"
+	DefaultReconcileInterval   = time.Minute
+	DefaultLaunchTimeout       = 5 * time.Minute
+	DefaultMaxLaunching        = 8
+	DefaultMaxBackoff          = 2 * time.Minute
+)
+
+// WithDefaults fills unset fields.
+func (c Config) WithDefaults() Config {
+	if c.RegistrationTimeout == 0 {
+		c.RegistrationTimeout = DefaultRegistrationTimeout
+	}
+	if c.MaxJobDuration == 0 {
+		c.MaxJobDuration = DefaultMaxJobDuration
+	}
+	if c.NamePrefix == "" {
+		c.NamePrefix = DefaultNamePrefix
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.LaunchTimeout == 0 {
+		c.LaunchTimeout = DefaultLaunchTimeout
+	}
+	if c.MaxLaunching == 0 {
+		c.MaxLaunching = DefaultMaxLaunching
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	for i := range c.Pools {
+		if c.Pools[i].Type == "" {
+			c.Pools[i].Type = "container"
+		}
+	}
+	return c
+}
+
+// Pool names become part of instance names, which LXD limits to 63
+// characters of letters, digits and hyphens.
+var poolName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$`)
+var namePrefix = regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`)
+
+// Validate lists every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.MaxInstances <= 0 {
+		add("limits.max_instances must be at least 1")
+	}
+	if c.RegistrationTimeout < 0 || c.MaxJobDuration < 0 || c.ReconcileInterval < 0 || c.LaunchTimeout < 0 {
+		add("limits: durations must not be negative")
+	}
+	if c.NamePrefix != "" && !namePrefix.MatchString(c.NamePrefix) {
+		add("runner_prefix %q: must start with a letter and hold at most 16 lowercase letters, digits and hyphens", c.NamePrefix)
+	}
+	if len(c.Pools) == 0 {
+		add("pools: at least one pool is required")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Pools {
+		where := fmt.Sprintf("pools[%d]", i)
+		if p.Name != "" {
+			where += " (" + p.Name + ")"
+		}
+		switch {
+		case p.Name == "":
+			add("%s: name is required", where)
+		case !poolName.MatchString(p.Name):
+			add("%s: name must be 1-30 lowercase letters, digits and inner hyphens", where)
+		case seen[p.Name]:
+			add("%s: duplicate pool name", where)
+		}
+		seen[p.Name] = true
+		if len(p.Labels) == 0 {
+			add("%s: labels are required (JIT runners get no default labels: list self-hosted, os and arch too)", where)
+		}
+		for _, l := range p.Labels {
+			if strings.TrimSpace(l) == "" {
+				add("%s: empty label", where)
+			}
+		}
+		if (p.Image == "") == (p.SourceInstance == "") {
+			add("%s: set exactly one of image or source_instance", where)
+		}
+		if p.Type != "" && p.Type != "container" && p.Type != "virtual-machine" {
+			add("%s: type must be container or virtual-machine, not %q", where, p.Type)
+		}
+		if p.MaxInstances < 0 {
+			add("%s: max_instances must not be negative", where)
+		}
+		for k := range p.Config {
+			if strings.HasPrefix(k, "user.runner.") {
+				add("%s: config key %q is reserved for the service", where, k)
+			}
+			if k == "volatile" || strings.HasPrefix(k, "volatile.") {
+				add("%s: config key %q is set by LXD, not by pools", where, k)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// route picks the pool for a queued job: the first pool, in config order,
+// whose labels cover every label of the job (case-insensitive, as GitHub
+// matches) and whose repository policy admits it. reason says why none did.
+func (c Config) route(labels []string, repo string, public bool) (pool *Pool, reason string) {
+	reason = ReasonNoPool
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		if !labelsCover(p.Labels, labels) {
+			continue
+		}
+		if public && !p.AllowPublicRepositories {
+			if reason == ReasonNoPool {
+				reason = ReasonPublicRepository
+			}
+			continue
+		}
+		if len(p.Repositories) > 0 && !repoAllowed(p.Repositories, repo) {
+			if reason == ReasonNoPool {
+				reason = ReasonRepositoryNotAllowed
+			}
+			continue
+		}
+		return p, ""
+	}
+	return nil, reason
+}
+
+// Reasons a queued job is ignored.
+const (
+	ReasonNoPool               = "no pool matches the job's labels"
+	ReasonPublicRepository     = "public repository refused (allow_public_repositories is off)"
+	ReasonRepositoryNotAllowed = "repository not in the pool's allow-list"
+)
+
+// labelsCover reports whether a runner with the given labels can take a job
+// with jobLabels: every job label must be one of the runner's. A job with no
+// labels matches nothing.
+func labelsCover(runner, jobLabels []string) bool {
+	if len(jobLabels) == 0 {
+		return false
+	}
+	for _, jl := range jobLabels {
+		found := false
+		for _, rl := range runner {
+			if strings.EqualFold(strings.TrimSpace(jl), strings.TrimSpace(rl)) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func repoAllowed(allow []string, repo string) bool {
+	name := repo
+	if i := strings.LastIndexByte(repo, '/'); i >= 0 {
+		name = repo[i+1:]
+	}
+	for _, a := range allow {
+		if strings.EqualFold(a, repo) || (!strings.Contains(a, "/") && strings.EqualFold(a, name)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c Config) pool(name string) *Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}

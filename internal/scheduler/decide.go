@@ -1,0 +1,155 @@
+package scheduler
+
+import (
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// Teardown modes: how much care a deletion needs.
+const (
+	// ModeJobDone: the runner's own job completed. Delete the instance; the
+	// JIT runner record is removed by GitHub.
+	ModeJobDone = "job_done"
+	// ModeSurplus: an idle runner nobody needs. Remove its GitHub record
+	// first; GitHub refuses if the runner took a job meanwhile, and then it
+	// is kept. Only after a successful removal is the instance deleted, so
+	// a runner that just picked up a job is never killed.
+	ModeSurplus = "surplus"
+	// ModeRegistration: not online or busy within the registration timeout.
+	// Ask GitHub first; an online or busy runner is kept.
+	ModeRegistration = "registration_timeout"
+	// ModeForce: the job ran past max_job_duration, or the runner is
+	// abandoned (its launch was interrupted). Delete the instance, then
+	// remove the GitHub record as far as GitHub allows.
+	ModeForce = "force"
+)
+
+// Snapshot is the state a decision is made from.
+type Snapshot struct {
+	Now       time.Time
+	Queued    []store.Job    // jobs waiting for a runner, oldest first
+	Runners   []store.Runner // live runners
+	NotBefore map[string]time.Time
+}
+
+// Launch asks for one runner in a pool, for the org and installation of
+// the queued job that caused it.
+type Launch struct {
+	Pool           string
+	Org            string
+	InstallationID int64
+	JobID          int64
+}
+
+// Teardown asks for a runner to be deleted.
+type Teardown struct {
+	Runner string
+	Mode   string
+	Reason string
+}
+
+// Decision is what Decide wants done.
+type Decision struct {
+	Launches  []Launch
+	Teardowns []Teardown
+}
+
+type bucket struct{ pool, org string }
+
+// Decide is the scaling decision, free of I/O. Accounting is by counts per
+// pool and organization, never by a job-runner binding: GitHub gives a
+// queued job to any idle runner with matching labels. The invariant it
+// keeps: unassigned runners (launching or started) == queued jobs, within
+// the limits; surplus idle runners are torn down; timers catch runners that
+// never register and jobs that run too long.
+func Decide(cfg Config, s Snapshot) Decision {
+	var d Decision
+	unassigned := map[bucket]int{}
+	queued := map[bucket]int{}
+	poolTotal := map[string]int{}
+	total, launching := 0, 0
+	for _, r := range s.Runners {
+		total++
+		poolTotal[r.Pool]++
+		switch r.State {
+		case store.RunnerLaunching:
+			launching++
+			unassigned[bucket{r.Pool, r.Org}]++
+		case store.RunnerStarted:
+			unassigned[bucket{r.Pool, r.Org}]++
+		}
+	}
+
+	// Launch for the oldest queued jobs first (FIFO across pools). A job
+	// already covered by an unassigned runner of its pool needs nothing.
+	covered := map[bucket]int{}
+	for _, j := range s.Queued {
+		b := bucket{j.Pool, j.Org}
+		queued[b]++
+		if covered[b] < unassigned[b] {
+			covered[b]++
+			continue
+		}
+		p := cfg.pool(j.Pool)
+		if p == nil {
+			continue // pool removed from the config; the job waits for an operator
+		}
+		if s.Now.Before(s.NotBefore[p.Name]) {
+			continue
+		}
+		if total >= cfg.MaxInstances || launching >= cfg.MaxLaunching {
+			continue
+		}
+		if p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances {
+			continue
+		}
+		d.Launches = append(d.Launches, Launch{Pool: p.Name, Org: j.Org, InstallationID: j.InstallationID, JobID: j.ID})
+		total++
+		launching++
+		poolTotal[p.Name]++
+		covered[b]++
+	}
+
+	// Surplus: more unassigned runners than queued jobs. Only started
+	// runners are candidates (a launching one is still being made), the
+	// newest first, since the oldest is likeliest to be online already.
+	surplus := map[bucket]int{}
+	for b, n := range unassigned {
+		if n > queued[b] {
+			surplus[b] = n - queued[b]
+		}
+	}
+	for i := len(s.Runners) - 1; i >= 0; i-- {
+		r := s.Runners[i]
+		b := bucket{r.Pool, r.Org}
+		if r.State != store.RunnerStarted || surplus[b] == 0 {
+			continue
+		}
+		surplus[b]--
+		d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeSurplus, Reason: "surplus idle runner"})
+	}
+
+	// Timers.
+	for _, r := range s.Runners {
+		switch {
+		case r.State == store.RunnerStarted && r.OnlineAt.IsZero() && cfg.RegistrationTimeout > 0 &&
+			!s.Now.Before(r.StartedAt.Add(cfg.RegistrationTimeout)) && !alreadyTorn(d, r.Name):
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeRegistration,
+				Reason: "runner not online within registration_timeout"})
+		case r.State == store.RunnerBusy && cfg.MaxJobDuration > 0 && !s.Now.Before(r.BusyAt.Add(cfg.MaxJobDuration)):
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeForce,
+				Reason: "job ran past max_job_duration"})
+		}
+	}
+	return d
+}
+
+func alreadyTorn(d Decision, name string) bool {
+	for _, t := range d.Teardowns {
+		if t.Runner == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,95 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// Reconcile brings our state and LXD into line. It runs at start (when
+// launches may have been cut short by a crash) and on an interval:
+//   - a launch with no worker (interrupted) becomes a teardown, since we
+//     cannot know whether its runner got its config;
+//   - a started or busy runner whose instance is gone or stopped has ended:
+//     its GitHub record is removed and the row closed;
+//   - an instance carrying our keys that no live runner row owns is deleted.
+//
+// Instances without our keys are never touched: List returns only ours.
+//
+// It must not run concurrently with Step (Run calls both from one
+// goroutine): a runner row that Step has just written but not yet handed
+// to a worker would look interrupted.
+func (s *Scheduler) Reconcile(ctx context.Context) error {
+	// Runners with a worker before the listing may change under it; so may
+	// those with a worker when the state is read. Both are left alone.
+	busyWorkers := s.workers(nil)
+	insts, err := s.lxd.List(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: list instances: %w", err)
+	}
+	exists := make(map[string]Instance, len(insts))
+	for _, in := range insts {
+		exists[in.Name] = in
+	}
+	owned := map[string]bool{}
+	err = s.st.Update(ctx, func(tx *store.Tx) error {
+		live, err := tx.LiveRunners()
+		if err != nil {
+			return err
+		}
+		s.workers(busyWorkers)
+		for _, r := range live {
+			owned[r.Name] = true
+			if busyWorkers[r.Name] {
+				continue
+			}
+			in, ok := exists[r.Name]
+			running := ok && in.Status == "Running"
+			switch r.State {
+			case store.RunnerLaunching:
+				r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeForce, "launch interrupted"
+			case store.RunnerStarted, store.RunnerBusy:
+				if running {
+					continue
+				}
+				r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeForce, "instance gone or stopped"
+			default:
+				continue
+			}
+			s.log.Info().Str("pool", r.Pool).Str("instance", r.Name).Str("reason", r.Reason).Msg("reconcile: tearing down")
+			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	for _, in := range insts {
+		if owned[in.Name] || busyWorkers[in.Name] {
+			continue
+		}
+		s.log.Warn().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: deleting our instance that no live runner owns")
+		if err := s.lxd.Delete(ctx, in.Name); err != nil {
+			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")
+		}
+	}
+	s.Notify()
+	return nil
+}
+
+// workers adds the names of runners with a worker in flight to into (a new
+// map when nil) and returns it.
+func (s *Scheduler) workers(into map[string]bool) map[string]bool {
+	if into == nil {
+		into = map[string]bool{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.inflight {
+		into[k] = true
+	}
+	return into
+}

@@ -1,0 +1,442 @@
+// Package scheduler turns recorded workflow_job deliveries into runner
+// instances: it applies deliveries to the durable state, decides launches
+// and teardowns with the pure Decide, and carries them out against LXD and
+// GitHub through the small interfaces declared in ports.go.
+package scheduler
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// Clock gives the time; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now().UTC() }
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
+
+// Scheduler owns the loop.
+type Scheduler struct {
+	cfg   Config
+	st    *store.Store
+	lxd   Instances
+	gh    GitHub
+	clock Clock
+	log   zerolog.Logger
+
+	kick chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]bool      // runner names with a worker running
+	retryAt  map[string]time.Time // runner name -> earliest next teardown attempt
+	failures map[string]int       // pool -> consecutive launch failures
+	notAfter map[string]time.Time // pool -> no launch before
+}
+
+// New builds a scheduler. cfg is validated and defaulted here.
+func New(cfg Config, st *store.Store, lxd Instances, gh GitHub, clock Clock, log zerolog.Logger) (*Scheduler, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if clock == nil {
+		clock = RealClock
+	}
+	return &Scheduler{
+		cfg: cfg, st: st, lxd: lxd, gh: gh, clock: clock,
+		log:      log.With().Str("component", "scheduler").Logger(),
+		kick:     make(chan struct{}, 1),
+		inflight: map[string]bool{},
+		retryAt:  map[string]time.Time{},
+		failures: map[string]int{},
+		notAfter: map[string]time.Time{},
+	}, nil
+}
+
+// Notify wakes the loop: new deliveries are recorded. It never blocks.
+func (s *Scheduler) Notify() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the loop until ctx ends, then waits for the workers in flight
+// (each bounded by its own timeout), so that no launch is left half done.
+func (s *Scheduler) Run(ctx context.Context) error {
+	defer s.wg.Wait()
+	if err := s.Reconcile(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("reconcile at start failed; will retry")
+	}
+	tick := time.NewTicker(time.Second) // timers and retries
+	defer tick.Stop()
+	rec := time.NewTicker(s.cfg.ReconcileInterval)
+	defer rec.Stop()
+	for {
+		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error().Err(err).Msg("scheduler step failed")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		case <-tick.C:
+		case <-rec.C:
+			if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("reconcile failed")
+			}
+		}
+	}
+}
+
+// Step applies pending deliveries, decides, records the decision and starts
+// workers for it. All state changes of a step happen in one transaction
+// before any outside call, so a crash at any point repeats or resumes work
+// without doubling it.
+func (s *Scheduler) Step(ctx context.Context) error {
+	now := s.clock.Now()
+	var launch []store.Runner
+	var teardown []store.Runner
+	err := s.st.Update(ctx, func(tx *store.Tx) error {
+		for {
+			pending, err := tx.PendingDeliveries(1000)
+			if err != nil {
+				return err
+			}
+			for _, d := range pending {
+				if err := s.apply(tx, d, now); err != nil {
+					return err
+				}
+				if err := tx.MarkApplied(d.Seq); err != nil {
+					return err
+				}
+			}
+			if len(pending) < 1000 {
+				break
+			}
+		}
+		queued, err := tx.QueuedJobs()
+		if err != nil {
+			return err
+		}
+		live, err := tx.LiveRunners()
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		notBefore := make(map[string]time.Time, len(s.notAfter))
+		for k, v := range s.notAfter {
+			notBefore[k] = v
+		}
+		s.mu.Unlock()
+		dec := Decide(s.cfg, Snapshot{Now: now, Queued: queued, Runners: live, NotBefore: notBefore})
+
+		byName := make(map[string]store.Runner, len(live))
+		for _, r := range live {
+			byName[r.Name] = r
+		}
+		for _, l := range dec.Launches {
+			r := store.Runner{
+				Name: s.newName(l.Pool), Pool: l.Pool, InstallationID: l.InstallationID, Org: l.Org,
+				JobID: l.JobID, State: store.RunnerLaunching, CreatedAt: now,
+			}
+			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+			launch = append(launch, r)
+		}
+		for _, t := range dec.Teardowns {
+			r := byName[t.Runner]
+			r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, t.Mode, t.Reason
+			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+			byName[r.Name] = r
+		}
+		for _, r := range byName {
+			if r.State == store.RunnerDeleting {
+				teardown = append(teardown, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("step: %w", err)
+	}
+	for _, r := range launch {
+		s.log.Info().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Msg("launching runner")
+		s.start(r, s.launch)
+	}
+	for _, r := range teardown {
+		s.mu.Lock()
+		wait := now.Before(s.retryAt[r.Name])
+		s.mu.Unlock()
+		if !wait {
+			s.start(r, s.teardown)
+		}
+	}
+	return nil
+}
+
+// start runs fn for r in its own goroutine unless one is already running.
+func (s *Scheduler) start(r store.Runner, fn func(store.Runner)) {
+	s.mu.Lock()
+	if s.inflight[r.Name] {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight[r.Name] = true
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(r)
+		s.mu.Lock()
+		delete(s.inflight, r.Name)
+		s.mu.Unlock()
+		s.Notify()
+	}()
+}
+
+func (s *Scheduler) newName(pool string) string {
+	var b [4]byte
+	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails
+	return s.cfg.NamePrefix + pool + "-" + hex.EncodeToString(b[:])
+}
+
+// update changes one runner row in its own transaction.
+func (s *Scheduler) update(name string, fn func(*store.Runner) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return s.st.Update(ctx, func(tx *store.Tx) error {
+		r, err := tx.Runner(name)
+		if err != nil {
+			return err
+		}
+		if !fn(&r) {
+			return nil
+		}
+		return tx.PutRunner(r)
+	})
+}
+
+// backoff returns the wait after n consecutive failures: capped exponential
+// with full jitter over its upper half, so retries from many pools spread.
+func backoff(n int, max time.Duration) time.Duration {
+	d := time.Second << min(n, 10)
+	if d > max || d <= 0 {
+		d = max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (s *Scheduler) launchFailed(pool string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures[pool]++
+	d := backoff(s.failures[pool]-1, s.cfg.MaxBackoff)
+	s.notAfter[pool] = s.clock.Now().Add(d)
+	return d
+}
+
+func (s *Scheduler) launchSucceeded(pool string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.failures, pool)
+	delete(s.notAfter, pool)
+}
+
+// launch makes one runner: a JIT config from GitHub, then the instance. On
+// failure everything made is removed, the runner row is marked failed, and
+// the pool backs off; the job stays queued, so it is never lost.
+func (s *Scheduler) launch(r store.Runner) {
+	log := s.log.With().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Logger()
+	pool := s.cfg.pool(r.Pool)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LaunchTimeout)
+	defer cancel()
+
+	fail := func(stage string, err error) {
+		wait := s.launchFailed(r.Pool)
+		log.Error().Err(err).Str("stage", stage).Dur("retry_in", wait).Msg("launch failed; the job stays queued")
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		if r.RunnerID != 0 {
+			if err := s.gh.RemoveRunner(cctx, r.InstallationID, r.Org, r.RunnerID); err != nil {
+				log.Warn().Err(err).Msg("remove runner record after failed launch")
+			}
+		}
+		if stage == "create" {
+			if err := s.lxd.Delete(cctx, r.Name); err != nil {
+				log.Warn().Err(err).Msg("delete instance after failed launch")
+			}
+		}
+		if err := s.update(r.Name, func(x *store.Runner) bool {
+			x.State, x.Reason, x.EndedAt = store.RunnerFailed, stage+": "+err.Error(), s.clock.Now()
+			return true
+		}); err != nil {
+			log.Error().Err(err).Msg("record failed launch")
+		}
+	}
+
+	jit, err := s.gh.GenerateJITConfig(ctx, JITRequest{
+		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels,
+	})
+	if err != nil {
+		fail("jit_config", err)
+		return
+	}
+	r.RunnerID = jit.RunnerID
+	// Record the GitHub runner id before creating the instance: a crash from
+	// here on leaves enough to remove the record.
+	if err := s.update(r.Name, func(x *store.Runner) bool { x.RunnerID = jit.RunnerID; return true }); err != nil {
+		fail("record", err)
+		return
+	}
+
+	cfg := make(map[string]string, len(pool.Config)+5)
+	for k, v := range pool.Config {
+		cfg[k] = v
+	}
+	cfg[KeyManaged] = "true"
+	cfg[KeyPool] = r.Pool
+	cfg[KeyJobID] = strconv.FormatInt(r.JobID, 10)
+	cfg[KeyCreatedAt] = r.CreatedAt.UTC().Format(time.RFC3339)
+	cfg[KeyRunnerID] = strconv.FormatInt(jit.RunnerID, 10)
+	spec := InstanceSpec{
+		Name: r.Name, Image: pool.Image, SourceInstance: pool.SourceInstance, Type: pool.Type,
+		Architecture: pool.Architecture, Target: pool.Target, Profiles: pool.Profiles,
+		Config: cfg, JITConfig: jit.Config,
+	}
+	if err := s.lxd.Create(ctx, spec); err != nil {
+		fail("create", err)
+		return
+	}
+	s.launchSucceeded(r.Pool)
+	err = s.update(r.Name, func(x *store.Runner) bool {
+		if x.State != store.RunnerLaunching {
+			return false // an in_progress event already claimed it
+		}
+		x.State, x.StartedAt = store.RunnerStarted, s.clock.Now()
+		return true
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("record started runner")
+		return
+	}
+	log.Info().Int64("runner_id", jit.RunnerID).Msg("runner started")
+}
+
+// teardown deletes one runner as its mode demands. A failed attempt leaves
+// the row in state deleting, and the loop tries again after a backoff.
+func (s *Scheduler) teardown(r store.Runner) {
+	log := s.log.With().Str("pool", r.Pool).Str("instance", r.Name).Str("mode", r.DeleteMode).Logger()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	retry := func(what string, err error) {
+		s.mu.Lock()
+		d := backoff(3, s.cfg.MaxBackoff)
+		s.retryAt[r.Name] = s.clock.Now().Add(d)
+		s.mu.Unlock()
+		log.Warn().Err(err).Dur("retry_in", d).Msg(what + " failed; will retry")
+	}
+	keep := func(state, why string) {
+		err := s.update(r.Name, func(x *store.Runner) bool {
+			if x.State != store.RunnerDeleting {
+				return false
+			}
+			x.State, x.DeleteMode, x.Reason = state, "", ""
+			now := s.clock.Now()
+			if state == store.RunnerBusy && x.BusyAt.IsZero() {
+				x.BusyAt = now
+			}
+			if x.OnlineAt.IsZero() {
+				x.OnlineAt = now
+			}
+			return true
+		})
+		if err != nil {
+			log.Error().Err(err).Msg("record kept runner")
+			return
+		}
+		log.Info().Str("state", state).Msg("teardown cancelled: " + why)
+	}
+
+	switch r.DeleteMode {
+	case ModeRegistration:
+		if r.RunnerID != 0 {
+			st, err := s.gh.Runner(ctx, r.InstallationID, r.Org, r.RunnerID)
+			switch {
+			case err == nil && st.Busy:
+				keep(store.RunnerBusy, "runner is busy at GitHub")
+				return
+			case err == nil && st.Online:
+				keep(store.RunnerStarted, "runner is online at GitHub")
+				return
+			case err != nil && !errors.Is(err, ErrNotFound):
+				retry("check runner", err)
+				return
+			}
+		}
+		fallthrough
+	case ModeSurplus:
+		if r.RunnerID != 0 {
+			err := s.gh.RemoveRunner(ctx, r.InstallationID, r.Org, r.RunnerID)
+			switch {
+			case errors.Is(err, ErrRunnerBusy):
+				keep(store.RunnerBusy, "runner took a job")
+				return
+			case err != nil:
+				retry("remove runner record", err)
+				return
+			}
+		}
+	}
+
+	// The GitHub record is gone (or the runner's job is over): delete the
+	// instance, unless an in_progress event claimed the runner meanwhile.
+	var still bool
+	err := s.st.View(ctx, func(tx *store.Tx) error {
+		x, err := tx.Runner(r.Name)
+		still = err == nil && x.State == store.RunnerDeleting
+		return err
+	})
+	if err != nil || !still {
+		return
+	}
+	if err := s.lxd.Delete(ctx, r.Name); err != nil {
+		retry("delete instance", err)
+		return
+	}
+	if r.DeleteMode == ModeForce && r.RunnerID != 0 {
+		if err := s.gh.RemoveRunner(ctx, r.InstallationID, r.Org, r.RunnerID); err != nil && !errors.Is(err, ErrRunnerBusy) {
+			log.Warn().Err(err).Msg("remove runner record after forced delete")
+		}
+	}
+	if err := s.update(r.Name, func(x *store.Runner) bool {
+		x.State, x.EndedAt = store.RunnerDeleted, s.clock.Now()
+		return true
+	}); err != nil {
+		log.Error().Err(err).Msg("record deleted runner")
+		return
+	}
+	s.mu.Lock()
+	delete(s.retryAt, r.Name)
+	s.mu.Unlock()
+	log.Info().Str("reason", r.Reason).Msg("instance deleted")
+}

@@ -1,0 +1,547 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// These tests run the scheduler against a real SQLite store, an in-memory
+// LXD, an in-memory GitHub and a fake clock. The end-to-end tests run the
+// same against the real LXD daemon and the GitHub stand-in over HTTP.
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type memLXD struct {
+	mu        sync.Mutex
+	instances map[string]Instance
+	specs     map[string]InstanceSpec
+	creates   int
+	peak      int
+	failNext  int
+}
+
+func (m *memLXD) Create(_ context.Context, spec InstanceSpec) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failNext > 0 {
+		m.failNext--
+		return errors.New("lxd: injected failure")
+	}
+	if _, ok := m.instances[spec.Name]; ok {
+		return fmt.Errorf("instance %s exists", spec.Name)
+	}
+	m.creates++
+	m.instances[spec.Name] = Instance{Name: spec.Name, Pool: spec.Config[KeyPool], Status: "Running"}
+	m.specs[spec.Name] = spec
+	m.peak = max(m.peak, len(m.instances))
+	return nil
+}
+
+func (m *memLXD) Delete(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.instances, name)
+	return nil
+}
+
+func (m *memLXD) List(context.Context) ([]Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Instance
+	for _, in := range m.instances {
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func (m *memLXD) count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.instances) }
+
+type memRunner struct {
+	name         string
+	online, busy bool
+}
+
+type memGitHub struct {
+	mu       sync.Mutex
+	next     int64
+	runners  map[int64]*memRunner
+	jitCalls int
+	removes  int
+	failJIT  int
+}
+
+func (g *memGitHub) GenerateJITConfig(_ context.Context, req JITRequest) (JITRunner, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.jitCalls++
+	if g.failJIT > 0 {
+		g.failJIT--
+		return JITRunner{}, errors.New("github: 503")
+	}
+	for _, r := range g.runners {
+		if r.name == req.Name {
+			return JITRunner{}, errors.New("409 already exists")
+		}
+	}
+	g.next++
+	g.runners[g.next] = &memRunner{name: req.Name}
+	return JITRunner{RunnerID: g.next, Config: Secret("JITSECRET-" + req.Name)}, nil
+}
+
+func (g *memGitHub) Runner(_ context.Context, _ int64, _ string, id int64) (RunnerStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.runners[id]
+	if !ok {
+		return RunnerStatus{}, ErrNotFound
+	}
+	return RunnerStatus{ID: id, Name: r.name, Online: r.online, Busy: r.busy}, nil
+}
+
+func (g *memGitHub) RemoveRunner(_ context.Context, _ int64, _ string, id int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.runners[id]
+	if !ok {
+		return nil
+	}
+	if r.busy {
+		return ErrRunnerBusy
+	}
+	g.removes++
+	delete(g.runners, id)
+	return nil
+}
+
+func (g *memGitHub) set(name string, fn func(*memRunner)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, r := range g.runners {
+		if r.name == name {
+			fn(r)
+		}
+	}
+}
+
+type env struct {
+	t     *testing.T
+	st    *store.Store
+	lxd   *memLXD
+	gh    *memGitHub
+	clock *fakeClock
+	s     *Scheduler
+	logs  *syncBuffer
+	seq   int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
+func (b *syncBuffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	st, err := store.Open(context.Background(), t.TempDir(), store.Options{Synchronous: "NORMAL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{
+		t: t, st: st,
+		lxd:   &memLXD{instances: map[string]Instance{}, specs: map[string]InstanceSpec{}},
+		gh:    &memGitHub{runners: map[int64]*memRunner{}},
+		clock: &fakeClock{t: t0},
+		logs:  &syncBuffer{},
+	}
+	e.s, err = New(cfg, st, e.lxd, e.gh, e.clock, zerolog.New(e.logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// deliver records a delivery as the webhook handler would.
+func (e *env) deliver(action string, jobID int64, runner string, labels ...string) {
+	e.t.Helper()
+	if labels == nil {
+		labels = []string{"self-hosted", "linux", "x64"}
+	}
+	e.seq++
+	_, err := e.st.Record(context.Background(), store.Delivery{
+		DeliveryID: fmt.Sprintf("d-%d", e.seq), Action: action, JobID: jobID, InstallationID: 1, Org: "acme",
+		Repo: "acme/app", Labels: labels, RunnerName: runner, ReceivedAt: e.clock.Now(),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// settle runs steps until no worker is left in flight.
+func (e *env) settle() {
+	e.t.Helper()
+	for i := 0; i < 5; i++ {
+		if err := e.s.Step(context.Background()); err != nil {
+			e.t.Fatal(err)
+		}
+		e.s.wg.Wait()
+	}
+}
+
+func (e *env) runnersIn(state string) []store.Runner {
+	e.t.Helper()
+	rs, err := e.st.Runners(context.Background(), 10000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []store.Runner
+	for _, r := range rs {
+		if state == "" || r.State == state {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *env) job(id int64) store.Job {
+	e.t.Helper()
+	var j store.Job
+	err := e.st.View(context.Background(), func(tx *store.Tx) error {
+		var err error
+		j, err = tx.Job(id)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return j
+}
+
+func (e *env) noSecretInLogs() {
+	e.t.Helper()
+	if strings.Contains(e.logs.String(), "JITSECRET") {
+		e.t.Fatal("a JIT config reached the logs")
+	}
+}
+
+func TestManyJobsFewSlots(t *testing.T) {
+	cfg := testConfig()
+	e := newEnv(t, cfg)
+	const jobs = 30
+	for i := 1; i <= jobs; i++ {
+		e.deliver(ActionQueued, int64(i), "")
+	}
+	nextJob := int64(1)
+	for round := 0; round < 100 && nextJob <= jobs+1; round++ {
+		e.settle()
+		if n := e.lxd.count(); n > cfg.MaxInstances {
+			t.Fatalf("%d instances at once, limit %d", n, cfg.MaxInstances)
+		}
+		// GitHub gives the oldest queued jobs to the started runners, in
+		// whatever order it likes; then the jobs complete.
+		started := e.runnersIn(store.RunnerStarted)
+		var took []string
+		for _, r := range started {
+			if nextJob > jobs {
+				break
+			}
+			e.deliver(ActionInProgress, nextJob, r.Name)
+			took = append(took, r.Name)
+			nextJob++
+		}
+		e.settle()
+		for i, name := range took {
+			e.deliver(ActionCompleted, nextJob-int64(len(took))+int64(i), name)
+		}
+		if len(took) == 0 && nextJob > jobs {
+			break
+		}
+	}
+	e.settle()
+	if e.lxd.creates != jobs {
+		t.Fatalf("launches = %d, want %d", e.lxd.creates, jobs)
+	}
+	if e.lxd.count() != 0 {
+		t.Fatalf("%d instances left", e.lxd.count())
+	}
+	if e.lxd.peak > cfg.MaxInstances {
+		t.Fatalf("peak %d instances, limit %d", e.lxd.peak, cfg.MaxInstances)
+	}
+	for i := int64(1); i <= jobs; i++ {
+		if j := e.job(i); j.State != store.JobCompleted {
+			t.Fatalf("job %d is %s", i, j.State)
+		}
+	}
+	e.noSecretInLogs()
+}
+
+func TestDuplicateQueuedLaunchesOnce(t *testing.T) {
+	e := newEnv(t, testConfig())
+	for i := 0; i < 5; i++ {
+		e.deliver(ActionQueued, 7, "") // five deliveries of one job
+		e.settle()
+	}
+	if e.lxd.creates != 1 {
+		t.Fatalf("launches = %d, want 1", e.lxd.creates)
+	}
+	// After the job completes, a late queued delivery must not relaunch.
+	r := e.runnersIn(store.RunnerStarted)[0]
+	e.deliver(ActionInProgress, 7, r.Name)
+	e.deliver(ActionCompleted, 7, r.Name)
+	e.settle()
+	e.deliver(ActionQueued, 7, "")
+	e.settle()
+	if e.lxd.creates != 1 || e.lxd.count() != 0 {
+		t.Fatalf("launches = %d, instances = %d; want 1, 0", e.lxd.creates, e.lxd.count())
+	}
+}
+
+func TestRunnerTakesAnotherJob(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.deliver(ActionQueued, 2, "")
+	e.settle()
+	rs := e.runnersIn(store.RunnerStarted)
+	if len(rs) != 2 {
+		t.Fatalf("started = %d, want 2", len(rs))
+	}
+	// The runner launched for job 1 runs job 2, and the other way round.
+	byJob := map[int64]string{rs[0].JobID: rs[0].Name, rs[1].JobID: rs[1].Name}
+	e.deliver(ActionInProgress, 2, byJob[1])
+	e.settle()
+	if e.lxd.creates != 2 {
+		t.Fatalf("launches = %d, want 2: job 1 is still covered by the other runner", e.lxd.creates)
+	}
+	e.deliver(ActionInProgress, 1, byJob[2])
+	e.deliver(ActionCompleted, 2, byJob[1])
+	e.deliver(ActionCompleted, 1, byJob[2])
+	e.settle()
+	if e.lxd.creates != 2 || e.lxd.count() != 0 {
+		t.Fatalf("launches = %d, instances = %d", e.lxd.creates, e.lxd.count())
+	}
+}
+
+func TestJobTakenByForeignRunnerLeavesSurplus(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	e.deliver(ActionInProgress, 1, "someone-elses-runner")
+	e.settle()
+	if e.lxd.count() != 0 || e.gh.removes != 1 {
+		t.Fatalf("surplus runner: instances = %d, records removed = %d; want 0, 1", e.lxd.count(), e.gh.removes)
+	}
+}
+
+func TestCancelledQueuedJob(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.deliver(ActionQueued, 2, "")
+	e.settle()
+	e.deliver(ActionCompleted, 1, "") // cancelled while queued
+	e.settle()
+	if e.lxd.count() != 1 {
+		t.Fatalf("instances = %d, want 1 (one runner for job 2)", e.lxd.count())
+	}
+	if e.gh.removes != 1 {
+		t.Fatalf("GitHub records removed = %d, want 1", e.gh.removes)
+	}
+	if j := e.job(1); j.State != store.JobCompleted {
+		t.Fatalf("job 1 is %s", j.State)
+	}
+}
+
+func TestSurplusRunnerThatTookAJobIsKept(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	r := e.runnersIn(store.RunnerStarted)[0]
+	// GitHub gave the runner a job; its in_progress event is not here yet,
+	// and the queued job is cancelled meanwhile, so the runner looks surplus.
+	e.gh.set(r.Name, func(m *memRunner) { m.online, m.busy = true, true })
+	e.deliver(ActionCompleted, 1, "")
+	e.settle()
+	if e.lxd.count() != 1 {
+		t.Fatal("a runner running a job was deleted")
+	}
+	if got := e.runnersIn(store.RunnerBusy); len(got) != 1 {
+		t.Fatalf("runner should be busy, runners: %+v", e.runnersIn(""))
+	}
+	// Its in_progress then arrives, then completed: deleted as usual.
+	e.deliver(ActionInProgress, 99, r.Name)
+	e.deliver(ActionCompleted, 99, r.Name)
+	e.settle()
+	if e.lxd.count() != 0 {
+		t.Fatal("instance left after its job completed")
+	}
+}
+
+func TestInProgressDuringSurplusCheckKeepsRunner(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	r := e.runnersIn(store.RunnerStarted)[0]
+	// Put it in the middle of a surplus teardown, then the in_progress event
+	// arrives before the worker deletes the instance.
+	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
+		x, _ := tx.Runner(r.Name)
+		x.State, x.DeleteMode = store.RunnerDeleting, ModeSurplus
+		return tx.PutRunner(x)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deliver(ActionInProgress, 1, r.Name)
+	e.settle()
+	if e.lxd.count() != 1 || len(e.runnersIn(store.RunnerBusy)) != 1 {
+		t.Fatalf("runner claimed by in_progress was torn down: %+v", e.runnersIn(""))
+	}
+}
+
+func TestRegistrationTimeout(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.deliver(ActionQueued, 2, "")
+	e.settle()
+	rs := e.runnersIn(store.RunnerStarted)
+	e.gh.set(rs[0].Name, func(m *memRunner) { m.online = true }) // one came online, one never did
+	e.clock.Advance(DefaultRegistrationTimeout)
+	e.settle()
+	if e.lxd.creates != 3 {
+		t.Fatalf("launches = %d, want 3 (one replacement)", e.lxd.creates)
+	}
+	deleted := e.runnersIn(store.RunnerDeleted)
+	if len(deleted) != 1 || deleted[0].Name != rs[1].Name || deleted[0].Reason == "" {
+		t.Fatalf("deleted = %+v, want %s with a reason", deleted, rs[1].Name)
+	}
+	// The online one is not checked again.
+	e.clock.Advance(DefaultRegistrationTimeout)
+	e.settle()
+	var kept bool
+	for _, r := range e.runnersIn(store.RunnerStarted) {
+		kept = kept || r.Name == rs[0].Name
+	}
+	if !kept {
+		t.Fatal("the online runner was deleted")
+	}
+	e.noSecretInLogs()
+}
+
+func TestMaxJobDuration(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	r := e.runnersIn(store.RunnerStarted)[0]
+	e.deliver(ActionInProgress, 1, r.Name)
+	e.settle()
+	e.clock.Advance(DefaultMaxJobDuration - time.Second)
+	e.settle()
+	if e.lxd.count() != 1 {
+		t.Fatal("deleted before max_job_duration")
+	}
+	e.clock.Advance(time.Second)
+	e.settle()
+	if e.lxd.count() != 0 {
+		t.Fatal("not deleted after max_job_duration")
+	}
+	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 || !strings.Contains(d[0].Reason, "max_job_duration") {
+		t.Fatalf("deleted = %+v", d)
+	}
+}
+
+func TestLaunchFailuresRetryAndLoseNothing(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.lxd.failNext = 2
+	e.gh.failJIT = 1
+	e.deliver(ActionQueued, 1, "")
+	for i := 0; i < 10 && e.lxd.creates == 0; i++ {
+		e.settle()
+		e.clock.Advance(DefaultMaxBackoff)
+	}
+	if e.lxd.creates != 1 {
+		t.Fatalf("launches = %d, want 1 after retries", e.lxd.creates)
+	}
+	if failed := e.runnersIn(store.RunnerFailed); len(failed) != 3 {
+		t.Fatalf("failed launches = %d, want 3", len(failed))
+	}
+	// The GitHub records of the two runners whose instance failed are gone.
+	e.gh.mu.Lock()
+	n := len(e.gh.runners)
+	e.gh.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("GitHub runner records = %d, want 1", n)
+	}
+	if j := e.job(1); j.State != store.JobQueued {
+		t.Fatalf("job is %s, want queued until a runner takes it", j.State)
+	}
+	e.noSecretInLogs()
+}
+
+func TestLaunchCarriesLabelsAndSecret(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 5, "", "self-hosted", "gpu")
+	e.settle()
+	if len(e.lxd.specs) != 1 {
+		t.Fatalf("specs = %d", len(e.lxd.specs))
+	}
+	for name, spec := range e.lxd.specs {
+		if spec.Config[KeyManaged] != "true" || spec.Config[KeyPool] != "gpu" || spec.Config[KeyJobID] != "5" ||
+			spec.Config[KeyCreatedAt] == "" || spec.Config[KeyRunnerID] == "" {
+			t.Fatalf("labels missing: %v", spec.Config)
+		}
+		if spec.JITConfig.Reveal() != "JITSECRET-"+name {
+			t.Fatal("JIT config not handed to LXD")
+		}
+		if _, ok := spec.Config[KeyJITConfig]; ok {
+			t.Fatal("JIT config must travel as a Secret, not in the plain config map")
+		}
+		if got := fmt.Sprintf("%v %+v %s", spec, spec, spec.JITConfig); strings.Contains(got, "JITSECRET") {
+			t.Fatalf("formatting a spec shows the secret: %s", got)
+		}
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	e := newEnv(t, testConfig())
+	// An instance of ours that the state does not know.
+	e.lxd.instances["gha-linux-ghost"] = Instance{Name: "gha-linux-ghost", Status: "Running"}
+	// A launch interrupted by a crash: a row in launching with no worker.
+	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
+		return tx.PutRunner(store.Runner{Name: "gha-linux-cut", Pool: "linux", Org: "acme", State: store.RunnerLaunching, CreatedAt: t0})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lxd.instances["gha-linux-cut"] = Instance{Name: "gha-linux-cut", Status: "Stopped"}
+	if err := e.s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if e.lxd.count() != 0 {
+		t.Fatalf("instances left: %v", e.lxd.instances)
+	}
+	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 {
+		t.Fatalf("deleted rows = %+v", d)
+	}
+}

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Delivery is the part of an accepted workflow_job delivery that the
+// scheduler needs. Only these fields are stored, not the whole body.
+type Delivery struct {
+	Seq            int64 // assigned by the store, in arrival order
+	DeliveryID     string
+	Action         string // queued | in_progress | completed
+	JobID          int64
+	RunID          int64
+	InstallationID int64
+	Org            string
+	Repo           string // owner/name
+	Public         bool
+	Labels         []string
+	RunnerName     string
+	Conclusion     string
+	ReceivedAt     time.Time
+}
+
+// ErrClosed is returned by Record once the store is closing.
+var ErrClosed = errors.New("store closed")
+
+type writeReq struct {
+	d    Delivery
+	done chan writeRes
+}
+
+type writeRes struct {
+	fresh bool
+	err   error
+}
+
+// Record stores a delivery durably and reports whether it was new (false
+// for a delivery id seen before). It returns only after the commit, so an
+// answered webhook survives kill -9. Concurrent calls share transactions
+// (group commit): one fsync covers a whole batch.
+func (s *Store) Record(ctx context.Context, d Delivery) (fresh bool, err error) {
+	req := writeReq{d: d, done: make(chan writeRes, 1)}
+	select {
+	case s.writes <- req:
+	case <-s.stop:
+		return false, ErrClosed
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	// Once queued, wait for the answer even if ctx ends: the write may
+	// commit, and the caller must not be told otherwise.
+	res := <-req.done
+	return res.fresh, res.err
+}
+
+func (s *Store) writer(maxBatch int) {
+	defer close(s.done)
+	batch := make([]writeReq, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.writes:
+			batch = append(batch, r)
+		case <-s.stop:
+			// Answer whatever is still queued, then stop.
+			for {
+				select {
+				case r := <-s.writes:
+					s.commit([]writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.writes:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+const insertDelivery = `INSERT INTO deliveries
+	(delivery_id, action, job_id, run_id, installation_id, org, repo, public, labels, runner_name, conclusion, received_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (delivery_id) DO NOTHING`
+
+func (s *Store) commit(batch []writeReq) {
+	fresh := make([]bool, len(batch))
+	err := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		stmt, err := tx.PrepareContext(ctx, insertDelivery)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i, r := range batch {
+			d := r.d
+			res, err := stmt.ExecContext(ctx, d.DeliveryID, d.Action, d.JobID, d.RunID, d.InstallationID,
+				d.Org, d.Repo, d.Public, encodeLabels(d.Labels), d.RunnerName, d.Conclusion, ms(d.ReceivedAt))
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			fresh[i] = n == 1
+		}
+		return tx.Commit()
+	}()
+	if err != nil {
+		err = fmt.Errorf("record delivery: %w", err)
+	}
+	for i, r := range batch {
+		r.done <- writeRes{fresh: fresh[i] && err == nil, err: err}
+	}
+}
+
+// PendingDeliveries returns up to limit deliveries not yet applied, oldest first.
+func (t *Tx) PendingDeliveries(limit int) ([]Delivery, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT seq, delivery_id, action, job_id, run_id, installation_id,
+		org, repo, public, labels, runner_name, conclusion, received_at
+		FROM deliveries WHERE applied = 0 ORDER BY seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		var d Delivery
+		var labels string
+		var received int64
+		if err := rows.Scan(&d.Seq, &d.DeliveryID, &d.Action, &d.JobID, &d.RunID, &d.InstallationID,
+			&d.Org, &d.Repo, &d.Public, &labels, &d.RunnerName, &d.Conclusion, &received); err != nil {
+			return nil, fmt.Errorf("pending deliveries: %w", err)
+		}
+		d.Labels = decodeLabels(labels)
+		d.ReceivedAt = fromMS(received)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// MarkApplied marks a delivery as applied by the scheduler.
+func (t *Tx) MarkApplied(seq int64) error {
+	_, err := t.tx.ExecContext(t.ctx, `UPDATE deliveries SET applied = 1 WHERE seq = ?`, seq)
+	if err != nil {
+		return fmt.Errorf("mark delivery %d applied: %w", seq, err)
+	}
+	return nil
+}
+
+// CountDeliveries returns how many deliveries are stored (for tests and status).
+func (s *Store) CountDeliveries(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
+	return n, err
+}

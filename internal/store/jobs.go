@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Job states.
+const (
+	JobQueued     = "queued"
+	JobIgnored    = "ignored"
+	JobInProgress = "in_progress"
+	JobCompleted  = "completed"
+)
+
+// Job is what we know and decided about one GitHub job.
+type Job struct {
+	ID             int64
+	RunID          int64
+	InstallationID int64
+	Org            string
+	Repo           string
+	Labels         []string
+	Pool           string // empty when ignored
+	State          string
+	Reason         string // why it was ignored
+	RunnerName     string
+	Conclusion     string
+	DeliveryID     string // the delivery that first told us about it
+	QueuedAt       time.Time
+	StartedAt      time.Time
+	CompletedAt    time.Time
+}
+
+const jobColumns = `id, run_id, installation_id, org, repo, labels, pool, state, reason,
+	runner_name, conclusion, delivery_id, queued_at, started_at, completed_at`
+
+func scanJob(row interface{ Scan(...any) error }) (Job, error) {
+	var j Job
+	var labels string
+	var queued, started, completed int64
+	err := row.Scan(&j.ID, &j.RunID, &j.InstallationID, &j.Org, &j.Repo, &labels, &j.Pool, &j.State,
+		&j.Reason, &j.RunnerName, &j.Conclusion, &j.DeliveryID, &queued, &started, &completed)
+	if err != nil {
+		return Job{}, err
+	}
+	j.Labels = decodeLabels(labels)
+	j.QueuedAt, j.StartedAt, j.CompletedAt = fromMS(queued), fromMS(started), fromMS(completed)
+	return j, nil
+}
+
+// Job returns the job with the given id, or ErrNotFound.
+func (t *Tx) Job(id int64) (Job, error) {
+	j, err := scanJob(t.tx.QueryRowContext(t.ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, ErrNotFound
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// PutJob inserts or replaces a job.
+func (t *Tx) PutJob(j Job) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (`+jobColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason,
+			pool = excluded.pool, runner_name = excluded.runner_name, conclusion = excluded.conclusion,
+			started_at = excluded.started_at, completed_at = excluded.completed_at`,
+		j.ID, j.RunID, j.InstallationID, j.Org, j.Repo, encodeLabels(j.Labels), j.Pool, j.State, j.Reason,
+		j.RunnerName, j.Conclusion, j.DeliveryID, ms(j.QueuedAt), ms(j.StartedAt), ms(j.CompletedAt))
+	if err != nil {
+		return fmt.Errorf("put job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+// QueuedJobs returns the jobs waiting for a runner, oldest first (FIFO).
+func (t *Tx) QueuedJobs() ([]Job, error) {
+	return t.jobs(`SELECT `+jobColumns+` FROM jobs WHERE state = ? ORDER BY queued_at, id`, JobQueued)
+}
+
+func (t *Tx) jobs(query string, args ...any) ([]Job, error) {
+	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// Jobs lists jobs, newest first, at most limit.
+func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
+	var out []Job
+	err := s.View(ctx, func(tx *Tx) error {
+		var err error
+		out, err = tx.jobs(`SELECT `+jobColumns+` FROM jobs ORDER BY queued_at DESC, id DESC LIMIT ?`, limit)
+		return err
+	})
+	return out, err
+}

@@ -1,0 +1,201 @@
+// Package store keeps the service's durable state in SQLite: accepted
+// deliveries, what was decided for each job, and the runners we launched.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// ErrNotFound is returned when a row asked for does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the SQLite state database.
+type Store struct {
+	db     *sql.DB
+	writes chan writeReq
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// Options tune durability; the zero value is the safe default.
+type Options struct {
+	// Synchronous is SQLite's synchronous pragma: "FULL" (default) survives
+	// power loss; "NORMAL" in WAL mode survives a process crash only.
+	Synchronous string
+	// MaxBatch caps the deliveries committed in one transaction (default 512).
+	MaxBatch int
+}
+
+// Open opens (creating if needed) the database in dir and migrates it.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	if opts.Synchronous == "" {
+		opts.Synchronous = "FULL"
+	}
+	if opts.Synchronous != "FULL" && opts.Synchronous != "NORMAL" {
+		return nil, fmt.Errorf("open state: synchronous must be FULL or NORMAL, not %q", opts.Synchronous)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	path := filepath.Join(dir, "state.db")
+	dsn := "file:" + path + "?_txlock=immediate" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(" + opts.Synchronous + ")" +
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=busy_timeout(10000)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer anyway, and it keeps the
+	// group-commit writer and the scheduler from fighting over locks.
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	s := &Store{
+		db:     db,
+		writes: make(chan writeReq, 4096),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go s.writer(opts.MaxBatch)
+	return s, nil
+}
+
+// Close stops the writer (answering queued writes first) and closes the database.
+func (s *Store) Close() error {
+	close(s.stop)
+	<-s.done
+	return s.db.Close()
+}
+
+// Ping checks that the database answers and is writable.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `PRAGMA user_version = `+fmt.Sprint(len(mustMigrations())))
+	return err
+}
+
+func mustMigrations() []string {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		panic(err) // embedded at build time: cannot fail at run time
+	}
+	sort.Strings(names)
+	return names
+}
+
+// migrate applies the embedded migrations in order, each in its own
+// transaction, and refuses a database written by a newer binary.
+func migrate(ctx context.Context, db *sql.DB) error {
+	names := mustMigrations()
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(names) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d): refusing to start", version, len(names))
+	}
+	for i := version; i < len(names); i++ {
+		body, err := migrationFS.ReadFile(names[i])
+		if err != nil {
+			return err
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", names[i], err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", names[i], err)
+		}
+	}
+	return nil
+}
+
+// Update runs fn in one write transaction.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: tx, ctx: ctx}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a transaction that is rolled back: for reads.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&Tx{tx: tx, ctx: ctx})
+}
+
+// Tx is a transaction; the scheduler's reads and writes go through it.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+func encodeLabels(labels []string) string {
+	if labels == nil {
+		labels = []string{}
+	}
+	b, _ := json.Marshal(labels) // []string always marshals
+	return string(b)
+}
+
+func decodeLabels(s string) []string {
+	var labels []string
+	_ = json.Unmarshal([]byte(s), &labels) // written by encodeLabels
+	return labels
+}

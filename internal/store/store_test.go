@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T, dir string) *Store {
+	t.Helper()
+	st, err := Open(context.Background(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	ctx := context.Background()
+	d := Delivery{DeliveryID: "abc", Action: "queued", JobID: 1, Labels: []string{"self-hosted", "ünïcode"}, ReceivedAt: time.Now()}
+	fresh, err := st.Record(ctx, d)
+	if err != nil || !fresh {
+		t.Fatalf("first record: fresh=%v err=%v", fresh, err)
+	}
+	if fresh, err = st.Record(ctx, d); err != nil || fresh {
+		t.Fatalf("second record: fresh=%v err=%v", fresh, err)
+	}
+	st.Close()
+
+	st = open(t, dir)
+	defer st.Close()
+	if fresh, err = st.Record(ctx, d); err != nil || fresh {
+		t.Fatalf("after reopen: fresh=%v err=%v", fresh, err)
+	}
+	var got []Delivery
+	err = st.View(ctx, func(tx *Tx) error { got, err = tx.PendingDeliveries(10); return err })
+	if err != nil || len(got) != 1 || got[0].Labels[1] != "ünïcode" {
+		t.Fatalf("pending = %+v, %v", got, err)
+	}
+}
+
+func TestGroupCommitUnderConcurrency(t *testing.T) {
+	st := open(t, t.TempDir())
+	defer st.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	freshCount := 0
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for j := 0; j < 50; j++ {
+				// Every delivery id is sent by two writers.
+				id := fmt.Sprintf("d-%d", (i/2)*50+j)
+				fresh, err := st.Record(ctx, Delivery{DeliveryID: id, Action: "queued", JobID: int64(j)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if fresh {
+					mu.Lock()
+					freshCount++
+					mu.Unlock()
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	n, err := st.CountDeliveries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 32*50 || freshCount != n {
+		t.Fatalf("stored %d, fresh %d, want %d each", n, freshCount, 32*50)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir)
+	st.Close()
+	db, err := sql.Open("sqlite", "file:"+dir+"/state.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(context.Background(), dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+}
+
+func TestRejectsBadOptions(t *testing.T) {
+	if _, err := Open(context.Background(), t.TempDir(), Options{Synchronous: "OFF"}); err == nil {
+		t.Fatal("synchronous=OFF accepted")
+	}
+}
