@@ -329,10 +329,10 @@ func (s *Scheduler) launch(r store.Runner) {
 	}
 	s.launchSucceeded(r.Pool)
 	err = s.update(r.Name, func(x *store.Runner) bool {
-		if x.State != store.RunnerLaunching {
-			return false // an in_progress event already claimed it
+		x.StartedAt = s.clock.Now()
+		if x.State == store.RunnerLaunching { // else an in_progress event already claimed it
+			x.State = store.RunnerStarted
 		}
-		x.State, x.StartedAt = store.RunnerStarted, s.clock.Now()
 		return true
 	})
 	if err != nil {

@@ -1,0 +1,101 @@
+// Command lxd-gha-autoscaler runs self-hosted GitHub Actions runners in
+// ephemeral LXD instances, one per queued job.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
+
+commands:
+  serve    --config FILE   run the service
+  validate --config FILE   check a config; exits non-zero listing every problem
+  dev                      run the whole loop against the local LXD with a
+                           GitHub stand-in and a few sample jobs
+  version                  print the version
+`
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var u usageError
+		if errors.As(err, &u) {
+			fmt.Fprint(os.Stderr, usage)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "lxd-gha-autoscaler:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"no command"}
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	switch cmd {
+	case "serve":
+		path := fs.String("config", "", "config file")
+		logFormat := fs.String("log-format", "json", "json or console")
+		logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+		if err := fs.Parse(args); err != nil {
+			return usageError{err.Error()}
+		}
+		if *path == "" {
+			return errors.New("serve: --config FILE is required")
+		}
+		log, err := newLogger(stderr, *logFormat, *logLevel)
+		if err != nil {
+			return err
+		}
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return fmt.Errorf("invalid config:\n%w", err)
+		}
+		return serve(ctx, cfg, log)
+	case "validate":
+		path := fs.String("config", "", "config file")
+		if err := fs.Parse(args); err != nil {
+			return usageError{err.Error()}
+		}
+		if *path == "" {
+			return errors.New("validate: --config FILE is required")
+		}
+		if _, err := loadConfig(*path); err != nil {
+			return fmt.Errorf("%s is not valid:\n%w", *path, err)
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *path)
+		return nil
+	case "dev":
+		return devCommand(ctx, fs, args, stdout, stderr)
+	case "fake-runner":
+		// Runs inside a dev or test instance as its init: the GitHub
+		// stand-in's runner. Not for production images.
+		return fakeRunner(ctx, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usageError{"unknown command " + cmd}
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("log format %q: want json or console", format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// serve runs the service until ctx ends.
+func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
+	st, err := store.Open(ctx, cfg.StateDir, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lx, err := lxd.Connect(ctx, cfg.LXD)
+	if err != nil {
+		return err
+	}
+	gh, err := ghapp.New(cfg.GitHub, log)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(app.Config{WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler}, st, lx, gh, nil, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info().Str("version", version).Str("state_dir", cfg.StateDir).Int("pools", len(cfg.Scheduler.Pools)).Msg("starting")
+	err = a.Run(ctx, ln)
+	log.Info().Msg("stopped")
+	return err
+}

@@ -1,0 +1,422 @@
+// Package ghapp is the GitHub App client the service uses: installation
+// tokens through ghinstallation, org self-hosted runners with JIT configs,
+// and the App's webhook deliveries, with timeouts, bounded retries and
+// rate-limit handling. It satisfies scheduler.GitHub.
+package ghapp
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	"github.com/golang-jwt/jwt/v4"
+	"github.com/google/go-github/v62/github"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+)
+
+var _ scheduler.GitHub = (*Client)(nil)
+
+const (
+	defaultRunnerGroup = "Default"
+	defaultTimeout     = 30 * time.Second
+	userAgent          = "lxd-gha-autoscaler"
+)
+
+// Errors callers may want to tell apart (use errors.Is).
+var (
+	// ErrRunnerExists: GenerateJITConfig was refused because a runner with
+	// that name exists (409). Retry with a new name.
+	ErrRunnerExists = errors.New("a runner with that name already exists")
+	// ErrRunnerBusy: RemoveRunner was refused because the runner is running
+	// a job (422).
+	ErrRunnerBusy = scheduler.ErrRunnerBusy
+	// ErrUnknownRunnerGroup: the configured runner group does not exist in
+	// the org.
+	ErrUnknownRunnerGroup = errors.New("unknown runner group")
+)
+
+// Config configures a Client.
+type Config struct {
+	// APIURL is the REST base URL, used exactly as given (a trailing slash is
+	// added if missing): https://api.github.com/,
+	// https://ghe.example.com/api/v3/, or a test server's URL.
+	APIURL      string
+	AppID       int64
+	PrivateKey  []byte // PEM; the caller reads the file
+	RunnerGroup string // by name, default "Default"; resolved per org
+	// Timeout bounds each HTTP attempt (token refresh included). Default 30s.
+	Timeout time.Duration
+	// Transport is the base round tripper; default a clone of
+	// http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+// Validate reports every problem with the config; it never echoes the key.
+func (c Config) Validate() error {
+	var errs []error
+	if c.APIURL == "" {
+		errs = append(errs, errors.New("api url is required"))
+	} else if u, err := url.Parse(c.APIURL); err != nil {
+		errs = append(errs, errors.New("api url: not a valid URL")) // may hold anything: do not echo
+	} else if u.User != nil {
+		errs = append(errs, errors.New("api url must not contain credentials"))
+	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("api url %q: want an absolute http(s) URL without query", c.APIURL))
+	}
+	if c.AppID <= 0 {
+		errs = append(errs, errors.New("app id must be positive"))
+	}
+	if len(c.PrivateKey) == 0 {
+		errs = append(errs, errors.New("private key is required"))
+	} else if _, err := parseKey(c.PrivateKey); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, errors.New("timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// String and GoString keep the private key out of logs and error messages.
+func (c Config) String() string {
+	return fmt.Sprintf("{APIURL:%s AppID:%d PrivateKey:[redacted] RunnerGroup:%q Timeout:%s}", c.APIURL, c.AppID, c.RunnerGroup, c.Timeout)
+}
+
+func (c Config) GoString() string { return "ghapp.Config" + c.String() }
+
+// parseKey parses the App key. jwt's errors do not include key material, but
+// say so in our own words anyway.
+func parseKey(pemBytes []byte) (*rsa.PrivateKey, error) {
+	k, err := jwt.ParseRSAPrivateKeyFromPEM(pemBytes)
+	if err != nil {
+		return nil, errors.New("private key: not a PEM encoded RSA key (PKCS#1 or PKCS#8)")
+	}
+	return k, nil
+}
+
+// Client talks to GitHub as the App and as its installations.
+type Client struct {
+	log       zerolog.Logger
+	apiURL    *url.URL // with trailing slash
+	appID     int64
+	key       *rsa.PrivateKey
+	groupName string
+	timeout   time.Duration
+	base      http.RoundTripper
+	app       *github.Client // authenticated with the App JWT
+	retry     retryPolicy
+	pageSize  int
+	sleep     func(ctx context.Context, d time.Duration) error
+
+	mu     sync.Mutex
+	inst   map[int64]*github.Client // one per installation; holds its token
+	groups map[groupKey]int64
+	sf     singleflight.Group
+}
+
+type groupKey struct {
+	installationID int64
+	org            string // lower case
+}
+
+// New builds a Client. It does no I/O.
+func New(cfg Config, log zerolog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("github app config: %w", err)
+	}
+	key, err := parseKey(cfg.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	raw := cfg.APIURL
+	if !strings.HasSuffix(raw, "/") {
+		raw += "/"
+	}
+	apiURL, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("api url: %w", err)
+	}
+	base := cfg.Transport
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	c := &Client{
+		log:       log.With().Str("component", "ghapp").Logger(),
+		apiURL:    apiURL,
+		appID:     cfg.AppID,
+		key:       key,
+		groupName: cfg.RunnerGroup,
+		timeout:   cfg.Timeout,
+		base:      base,
+		retry:     defaultRetryPolicy,
+		pageSize:  100,
+		sleep:     sleepCtx,
+		inst:      map[int64]*github.Client{},
+		groups:    map[groupKey]int64{},
+	}
+	if c.groupName == "" {
+		c.groupName = defaultRunnerGroup
+	}
+	if c.timeout == 0 {
+		c.timeout = defaultTimeout
+	}
+	c.app = c.newGitHub(ghinstallation.NewAppsTransportFromPrivateKey(base, cfg.AppID, key))
+	return c, nil
+}
+
+func (c *Client) newGitHub(rt http.RoundTripper) *github.Client {
+	gh := github.NewClient(&http.Client{Transport: rt})
+	// Exactly as given: WithEnterpriseURLs would append api/v3.
+	u := *c.apiURL
+	gh.BaseURL = &u
+	gh.UserAgent = userAgent
+	return gh
+}
+
+// installation returns the cached client for an installation. ghinstallation
+// caches its 1-hour token and refreshes it a minute before expiry.
+func (c *Client) installation(id int64) *github.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gh, ok := c.inst[id]; ok {
+		return gh
+	}
+	// A separate AppsTransport per installation: ghinstallation's token
+	// refresh writes BaseURL/Client into the shared AppsTransport, which
+	// would race between installations.
+	atr := ghinstallation.NewAppsTransportFromPrivateKey(c.base, c.appID, c.key)
+	itr := ghinstallation.NewFromAppsTransport(atr, id)
+	itr.BaseURL = strings.TrimSuffix(c.apiURL.String(), "/")
+	gh := c.newGitHub(itr)
+	c.inst[id] = gh
+	return gh
+}
+
+// forget drops an installation's client (and so its token), after GitHub
+// rejected the token.
+func (c *Client) forget(id int64) {
+	c.mu.Lock()
+	delete(c.inst, id)
+	c.mu.Unlock()
+}
+
+func checkTarget(installationID int64, org string) error {
+	if installationID <= 0 {
+		return errors.New("installation id must be positive")
+	}
+	if org == "" {
+		return errors.New("org is required")
+	}
+	return nil
+}
+
+// GenerateJITConfig registers a JIT runner in the configured runner group
+// and returns its id and single-use config. A 5xx answer is not retried: the
+// runner may have been created, and the caller retries with a new name.
+func (c *Client) GenerateJITConfig(ctx context.Context, req scheduler.JITRequest) (scheduler.JITRunner, error) {
+	if err := checkTarget(req.InstallationID, req.Org); err != nil {
+		return scheduler.JITRunner{}, fmt.Errorf("generate jit config: %w", err)
+	}
+	if req.Name == "" || len(req.Labels) == 0 {
+		return scheduler.JITRunner{}, errors.New("generate jit config: name and labels are required")
+	}
+	groupID, err := c.runnerGroupID(ctx, req.InstallationID, req.Org)
+	if err != nil {
+		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s: %w", req.Name, err)
+	}
+	var out *github.JITRunnerConfig
+	err = c.call(ctx, "generate jit config", req.InstallationID, false, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+		cfg, resp, err := gh.Actions.GenerateOrgJITConfig(ctx, req.Org, &github.GenerateJITConfigRequest{
+			Name: req.Name, RunnerGroupID: groupID, Labels: req.Labels,
+		})
+		out = cfg
+		return resp, err
+	})
+	if err != nil {
+		switch statusOf(err) {
+		case http.StatusConflict:
+			err = fmt.Errorf("%w: %w", ErrRunnerExists, err)
+		case http.StatusNotFound, http.StatusUnprocessableEntity:
+			c.forgetGroup(req.InstallationID, req.Org) // maybe the group went away
+		}
+		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: %w", req.Name, req.Org, err)
+	}
+	if out == nil || out.GetRunner().GetID() == 0 || out.GetEncodedJITConfig() == "" {
+		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: answer lacks runner id or config", req.Name, req.Org)
+	}
+	c.log.Debug().Str("org", req.Org).Str("runner_name", req.Name).Int64("runner_id", out.GetRunner().GetID()).
+		Int64("runner_group_id", groupID).Msg("jit runner registered")
+	return scheduler.JITRunner{RunnerID: out.GetRunner().GetID(), Config: scheduler.Secret(out.GetEncodedJITConfig())}, nil
+}
+
+// Runner returns GitHub's view of one runner, or an error wrapping
+// scheduler.ErrNotFound.
+func (c *Client) Runner(ctx context.Context, installationID int64, org string, runnerID int64) (scheduler.RunnerStatus, error) {
+	if err := checkTarget(installationID, org); err != nil {
+		return scheduler.RunnerStatus{}, fmt.Errorf("get runner %d: %w", runnerID, err)
+	}
+	var r *github.Runner
+	err := c.call(ctx, "get runner", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+		var resp *github.Response
+		var err error
+		r, resp, err = gh.Actions.GetOrganizationRunner(ctx, org, runnerID)
+		return resp, err
+	})
+	if statusOf(err) == http.StatusNotFound {
+		return scheduler.RunnerStatus{}, fmt.Errorf("runner %d in %s: %w", runnerID, org, scheduler.ErrNotFound)
+	}
+	if err != nil {
+		return scheduler.RunnerStatus{}, fmt.Errorf("get runner %d in %s: %w", runnerID, org, err)
+	}
+	return runnerStatus(r), nil
+}
+
+func runnerStatus(r *github.Runner) scheduler.RunnerStatus {
+	return scheduler.RunnerStatus{ID: r.GetID(), Name: r.GetName(), Online: r.GetStatus() == "online", Busy: r.GetBusy()}
+}
+
+// RemoveRunner deletes a runner record; one already gone is success. GitHub
+// refuses to delete a busy runner: that error wraps ErrRunnerBusy.
+func (c *Client) RemoveRunner(ctx context.Context, installationID int64, org string, runnerID int64) error {
+	if err := checkTarget(installationID, org); err != nil {
+		return fmt.Errorf("remove runner %d: %w", runnerID, err)
+	}
+	err := c.call(ctx, "remove runner", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+		return gh.Actions.RemoveOrganizationRunner(ctx, org, runnerID)
+	})
+	if err == nil {
+		c.log.Debug().Str("org", org).Int64("runner_id", runnerID).Msg("runner removed")
+		return nil
+	}
+	switch statusOf(err) {
+	case http.StatusNotFound:
+		return nil
+	case http.StatusUnprocessableEntity:
+		err = fmt.Errorf("%w: %w", ErrRunnerBusy, err)
+	}
+	return fmt.Errorf("remove runner %d in %s: %w", runnerID, org, err)
+}
+
+// maxPages bounds pagination against a misbehaving server.
+const maxPages = 1000
+
+// ListRunners returns all the org's self-hosted runners (every page).
+func (c *Client) ListRunners(ctx context.Context, installationID int64, org string) ([]scheduler.RunnerStatus, error) {
+	if err := checkTarget(installationID, org); err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	var out []scheduler.RunnerStatus
+	opts := &github.ListRunnersOptions{ListOptions: github.ListOptions{PerPage: c.pageSize}}
+	for page := 0; page < maxPages; page++ {
+		var rs *github.Runners
+		var next int
+		err := c.call(ctx, "list runners", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+			var resp *github.Response
+			var err error
+			rs, resp, err = gh.Actions.ListOrganizationRunners(ctx, org, opts)
+			if resp != nil {
+				next = resp.NextPage
+			}
+			return resp, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list runners in %s: %w", org, err)
+		}
+		for _, r := range rs.Runners {
+			out = append(out, runnerStatus(r))
+		}
+		if next == 0 || next <= opts.Page {
+			return out, nil
+		}
+		opts.Page = next
+	}
+	return nil, fmt.Errorf("list runners in %s: more than %d pages", org, maxPages)
+}
+
+// runnerGroupID resolves the configured group name for an org, once; the
+// answer is cached until a JIT request suggests it went stale.
+func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org string) (int64, error) {
+	key := groupKey{installationID, strings.ToLower(org)}
+	c.mu.Lock()
+	id, ok := c.groups[key]
+	c.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	// Many jobs queued at once must not all list the groups.
+	v, err, _ := c.sf.Do(fmt.Sprintf("%d/%s", installationID, key.org), func() (any, error) {
+		id, err := c.lookupGroup(ctx, installationID, org)
+		if err != nil {
+			return int64(0), err
+		}
+		c.mu.Lock()
+		c.groups[key] = id
+		c.mu.Unlock()
+		return id, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v.(int64), nil
+}
+
+func (c *Client) lookupGroup(ctx context.Context, installationID int64, org string) (int64, error) {
+	var names []string
+	var fold int64
+	opts := &github.ListOrgRunnerGroupOptions{ListOptions: github.ListOptions{PerPage: c.pageSize}}
+	for page := 0; page < maxPages; page++ {
+		var gs *github.RunnerGroups
+		var next int
+		err := c.call(ctx, "list runner groups", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+			var resp *github.Response
+			var err error
+			gs, resp, err = gh.Actions.ListOrganizationRunnerGroups(ctx, org, opts)
+			if resp != nil {
+				next = resp.NextPage
+			}
+			return resp, err
+		})
+		if err != nil {
+			if s := statusOf(err); (s == http.StatusNotFound || s == http.StatusForbidden) && strings.EqualFold(c.groupName, defaultRunnerGroup) {
+				// Plans without runner groups still have the default
+				// group, whose id is always 1.
+				c.log.Warn().Err(err).Str("org", org).Msg("cannot list runner groups; using the default group id 1")
+				return 1, nil
+			}
+			return 0, fmt.Errorf("resolve runner group %q in %s: %w", c.groupName, org, err)
+		}
+		for _, g := range gs.RunnerGroups {
+			if g.GetName() == c.groupName {
+				return g.GetID(), nil
+			}
+			if fold == 0 && strings.EqualFold(g.GetName(), c.groupName) {
+				fold = g.GetID()
+			}
+			names = append(names, g.GetName())
+		}
+		if next == 0 || next <= opts.Page {
+			break
+		}
+		opts.Page = next
+	}
+	if fold != 0 {
+		return fold, nil
+	}
+	return 0, fmt.Errorf("%w %q in %s (it has: %s)", ErrUnknownRunnerGroup, c.groupName, org, strings.Join(names, ", "))
+}
+
+func (c *Client) forgetGroup(installationID int64, org string) {
+	c.mu.Lock()
+	delete(c.groups, groupKey{installationID, strings.ToLower(org)})
+	c.mu.Unlock()
+}

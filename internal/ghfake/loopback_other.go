@@ -1,0 +1,7 @@
+//go:build !linux
+
+package ghfake
+
+import "errors"
+
+func bringUpLoopback() error { return errors.New("only supported on Linux") }

@@ -1,0 +1,617 @@
+package lxd_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	lxdclient "github.com/canonical/lxd/client"
+	"github.com/canonical/lxd/shared/api"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+)
+
+// gone is how long LXD may take to delete an ephemeral instance whose init
+// exited; it usually takes about a second.
+const gone = 30 * time.Second
+
+func TestConfigValidate(t *testing.T) {
+	cert, key := selfSigned(t)
+	tests := []struct {
+		name string
+		cfg  lxd.Config
+		want []string // substrings of the error; none means valid
+	}{
+		{"socket", lxd.Config{Socket: "/var/lib/lxd/unix.socket"}, nil},
+		{"url", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key, ServerCert: cert, Project: "ci", OpTimeout: time.Second}, nil},
+		{"url without server cert", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key}, nil},
+		{"neither", lxd.Config{}, []string{"one of Socket or URL is required"}},
+		{"both", lxd.Config{Socket: "/s", URL: "https://h"}, []string{"mutually exclusive"}},
+		{"every url problem", lxd.Config{URL: "http://h", OpTimeout: -time.Second, Project: "a/b"},
+			[]string{"scheme must be https", "ClientCert is required", "ClientKey is required", "must not be negative", `Project "a/b"`}},
+		{"no host", lxd.Config{URL: "https://", ClientCert: cert, ClientKey: key}, []string{"missing host"}},
+		{"bad key pair", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: []byte("junk")}, []string{"ClientCert/ClientKey"}},
+		{"bad server cert", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: key, ServerCert: []byte("junk")}, []string{"ServerCert"}},
+		{"certs with socket", lxd.Config{Socket: "/s", ClientCert: cert}, []string{"only used with URL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %q, want it to contain %q", err, w)
+				}
+			}
+			if _, cerr := lxd.Connect(context.Background(), tt.cfg); cerr == nil {
+				t.Errorf("Connect accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	if err := c.Ping(lxdtest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := lxd.Connect(lxdtest.Ctx(t), lxd.Config{Socket: lxdtest.SocketPath(), Project: "no-such-project"})
+	if !errors.Is(err, scheduler.ErrNotFound) || !strings.Contains(err.Error(), "no-such-project") {
+		t.Errorf("Connect to a missing project = %v, want a not-found error naming it", err)
+	}
+}
+
+func TestCreateFromAliasAndFingerprint(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	alias, fp := lxdtest.Image(t, c, devimage.Options{})
+
+	// At once, through one client: calls must not share per-call state.
+	images := []string{alias, fp, fp[:12]}
+	names := make([]string, len(images))
+	errs := make([]error, len(images))
+	var wg sync.WaitGroup
+	for i, image := range images {
+		names[i] = lxdtest.Name(t)
+		lxdtest.Cleanup(t, c, names[i])
+		spec := scheduler.InstanceSpec{
+			Name: names[i], Image: image, Type: "container", Profiles: []string{"default"},
+			Config:    map[string]string{scheduler.KeyPool: "small", "limits.processes": "100"},
+			JITConfig: scheduler.Secret("jit-" + names[i]),
+		}
+		wg.Go(func() { errs[i] = c.Create(ctx, spec) })
+	}
+	wg.Wait()
+
+	for i, name := range names {
+		if errs[i] != nil {
+			t.Errorf("Create from %s: %v", images[i], errs[i])
+			continue
+		}
+		inst, _, err := raw.GetInstance(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst.Status != "Running" || !inst.Ephemeral {
+			t.Errorf("%s: status %s ephemeral %v, want Running and ephemeral", name, inst.Status, inst.Ephemeral)
+		}
+		want := map[string]string{
+			scheduler.KeyManaged:   "true",
+			scheduler.KeyPool:      "small",
+			scheduler.KeyJITConfig: "jit-" + name,
+			"limits.processes":     "100",
+			"volatile.base_image":  fp,
+		}
+		for k, v := range want {
+			if inst.Config[k] != v {
+				t.Errorf("%s: config %s = %q, want %q", name, k, inst.Config[k], v)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, inst.Config[scheduler.KeyCreatedAt]); err != nil {
+			t.Errorf("%s: created-at not filled in: %v", name, err)
+		}
+	}
+}
+
+func TestCreateByCopy(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	_, fp := lxdtest.Image(t, c, devimage.Options{})
+
+	// A stopped, persistent template with a snapshot, made by hand.
+	src := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, src)
+	createByHand(t, raw, src, fp, map[string]string{
+		"user.template": "yes", scheduler.KeyJITConfig: "stale", scheduler.KeyJobID: "5", scheduler.KeyRunnerID: "6",
+	})
+	op, err := raw.CreateInstanceSnapshot(src, api.InstanceSnapshotsPost{Name: "snap0"})
+	if err == nil {
+		err = op.Wait()
+	}
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+
+	name := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, name)
+	err = c.Create(ctx, scheduler.InstanceSpec{
+		Name: name, SourceInstance: src,
+		Config:    map[string]string{scheduler.KeyPool: "copied"},
+		JITConfig: "fresh",
+	})
+	if err != nil {
+		t.Fatalf("Create by copy: %v", err)
+	}
+	inst, _, err := raw.GetInstance(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.Status != "Running" || !inst.Ephemeral {
+		t.Errorf("copy: status %s ephemeral %v, want Running and ephemeral", inst.Status, inst.Ephemeral)
+	}
+	for k, v := range map[string]string{"user.template": "yes", scheduler.KeyPool: "copied", scheduler.KeyJITConfig: "fresh", scheduler.KeyManaged: "true"} {
+		if inst.Config[k] != v {
+			t.Errorf("copy: config %s = %q, want %q", k, inst.Config[k], v)
+		}
+	}
+	for _, k := range []string{scheduler.KeyJobID, scheduler.KeyRunnerID} {
+		if v, ok := inst.Config[k]; ok {
+			t.Errorf("copy inherited the source's %s = %q", k, v)
+		}
+	}
+	if strings.Join(inst.Profiles, ",") != "default" {
+		t.Errorf("copy: profiles %v, want the source's [default]", inst.Profiles)
+	}
+	snaps, err := raw.GetInstanceSnapshotNames(name)
+	if err != nil || len(snaps) != 0 {
+		t.Errorf("copy: snapshots %v (%v), want none", snaps, err)
+	}
+	if s, _, _ := raw.GetInstance(src); s == nil || s.Status != "Stopped" {
+		t.Errorf("source changed: %+v", s)
+	}
+}
+
+func TestList(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	_, fp := lxdtest.Image(t, c, devimage.Options{})
+
+	created := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	ours := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, ours)
+	err := c.Create(ctx, scheduler.InstanceSpec{Name: ours, Image: fp, Config: map[string]string{
+		scheduler.KeyPool:      "p1",
+		scheduler.KeyJobID:     "9007199254740993", // more than a float64 holds exactly
+		scheduler.KeyRunnerID:  "77",
+		scheduler.KeyCreatedAt: created.Format(time.RFC3339),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Managed but with values a person mangled: zero, not an error.
+	mangled := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, mangled)
+	createByHand(t, raw, mangled, fp, map[string]string{
+		scheduler.KeyManaged: "true", scheduler.KeyPool: "p2",
+		scheduler.KeyJobID: "forty-two", scheduler.KeyRunnerID: "-3", scheduler.KeyCreatedAt: "yesterday",
+	})
+	// Not ours: no key, or a value other than "true".
+	var foreign []string
+	for _, cfg := range []map[string]string{nil, {scheduler.KeyManaged: "yes", scheduler.KeyPool: "p1"}} {
+		n := lxdtest.Name(t)
+		lxdtest.Cleanup(t, c, n)
+		createByHand(t, raw, n, fp, cfg)
+		foreign = append(foreign, n)
+	}
+
+	list, err := c.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]scheduler.Instance{}
+	for _, in := range list {
+		got[in.Name] = in
+	}
+	want := map[string]scheduler.Instance{
+		ours:    {Name: ours, Pool: "p1", JobID: 9007199254740993, RunnerID: 77, Status: "Running", CreatedAt: created},
+		mangled: {Name: mangled, Pool: "p2", Status: "Stopped"},
+	}
+	for n, w := range want {
+		g, ok := got[n]
+		if !ok {
+			t.Errorf("List lacks %s", n)
+			continue
+		}
+		if g != w {
+			t.Errorf("List: got %+v, want %+v", g, w)
+		}
+	}
+	for _, n := range foreign {
+		if _, ok := got[n]; ok {
+			t.Errorf("List has %s, which is not managed", n)
+		}
+	}
+	// Nothing listed lacks the key, whoever else uses this LXD.
+	for _, in := range list {
+		inst, _, err := raw.GetInstance(in.Name)
+		if err == nil && inst.Config[scheduler.KeyManaged] != "true" {
+			t.Errorf("List has unmanaged %s", in.Name)
+		}
+	}
+}
+
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	_, fp := lxdtest.Image(t, c, devimage.Options{})
+
+	running := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, running)
+	if err := c.Create(ctx, scheduler.InstanceSpec{Name: running, Image: fp}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, stopped)
+	createByHand(t, raw, stopped, fp, nil)
+
+	for _, name := range []string{running, stopped} {
+		if err := c.Delete(ctx, name); err != nil {
+			t.Errorf("Delete(%s): %v", name, err)
+		}
+		if _, err := c.Get(ctx, name); !errors.Is(err, scheduler.ErrNotFound) {
+			t.Errorf("after Delete(%s), Get = %v, want ErrNotFound", name, err)
+		}
+		// Again: now it does not exist.
+		if err := c.Delete(ctx, name); err != nil {
+			t.Errorf("second Delete(%s) = %v, want nil", name, err)
+		}
+	}
+	if err := c.Delete(ctx, "t-never-existed"); err != nil {
+		t.Errorf("Delete of a missing instance = %v, want nil", err)
+	}
+}
+
+func TestEphemeralInstanceGoesAwayWhenInitExits(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	alias, _ := lxdtest.Image(t, c, devimage.Options{Init: []string{"/bin/busybox", "true"}})
+	name := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, name)
+	if err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{Name: name, Image: alias}); err != nil {
+		t.Fatal(err)
+	}
+	lxdtest.WaitGone(t, c, name, gone)
+}
+
+// hits serves path and sends each request body to the returned channel.
+func hits(t *testing.T, path string) (port int, ch <-chan string) {
+	t.Helper()
+	c := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case c <- string(b):
+		default:
+		}
+		fmt.Fprintln(w, "pong")
+	}))
+	t.Cleanup(srv.Close)
+	_, p, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port, c
+}
+
+func await(t *testing.T, ch <-chan string, what string) string {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(gone):
+		t.Fatalf("no %s within %s", what, gone)
+		return ""
+	}
+}
+
+func TestProxyDeviceReachesHost(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	port, pings := hits(t, "/ping")
+	// The proxy may listen a moment after init starts: retry.
+	script := fmt.Sprintf("for i in $(seq 1 100); do wget -q -O- http://127.0.0.1:%d/ping && exit 0; sleep 0.2; done; exit 1", port)
+	alias, _ := lxdtest.Image(t, c, devimage.Options{Init: []string{"/bin/sh", "-c", script}})
+	profile := lxdtest.Profile(t, c, map[string]map[string]string{"host": lxdtest.ProxyDevice(port)})
+
+	name := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, name)
+	if err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{Name: name, Image: alias, Profiles: []string{"default", profile}}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, pings, "request from the container")
+	lxdtest.WaitGone(t, c, name, gone)
+}
+
+func TestJITConfigReadableInside(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	port, posts := hits(t, "/jit")
+	probe := lxdtest.BuildGo(t, lxdtest.ProbePackage)
+	alias, _ := lxdtest.Image(t, c, devimage.Options{
+		Binary: probe,
+		Init:   []string{devimage.DefaultBinaryPath, "-get", scheduler.KeyJITConfig, "-post", fmt.Sprintf("http://127.0.0.1:%d/jit", port)},
+	})
+	profile := lxdtest.Profile(t, c, map[string]map[string]string{"host": lxdtest.ProxyDevice(port)})
+
+	name := lxdtest.Name(t)
+	secret := "eyJqaXQiOi" + name + "+/=="
+	lxdtest.Cleanup(t, c, name)
+	err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{
+		Name: name, Image: alias, Profiles: []string{"default", profile}, JITConfig: scheduler.Secret(secret),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := await(t, posts, "jitconfig from the container"); got != secret {
+		t.Errorf("container read %q, want %q", got, secret)
+	}
+	lxdtest.WaitGone(t, c, name, gone)
+}
+
+func TestCreateErrors(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	ctx := lxdtest.Ctx(t)
+	alias, _ := lxdtest.Image(t, c, devimage.Options{})
+	// Creates fine, fails to start: LXD checks a NIC's parent only then.
+	badNIC := lxdtest.Profile(t, c, map[string]map[string]string{
+		"eth9": {"type": "nic", "nictype": "bridged", "parent": "nosuchbr0"},
+	})
+	taken := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, taken)
+	if err := c.Create(ctx, scheduler.InstanceSpec{Name: taken, Image: alias}); err != nil {
+		t.Fatal(err)
+	}
+
+	const secret = "s3cr3t-JIT-value-that-must-never-be-printed"
+	tests := []struct {
+		name     string
+		spec     func(name string) scheduler.InstanceSpec
+		notFound bool
+		survives bool // the instance exists afterwards (it was someone's before)
+	}{
+		{"bad profile", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", "no-such-profile-" + n}}
+		}, false, false},
+		// LXD echoes a bad value in its message; the secret must still not show.
+		{"bad value echoed", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, Image: alias, Config: map[string]string{"limits.memory": secret}}
+		}, false, false},
+		{"start fails", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", badNIC}}
+		}, false, false},
+		{"missing image", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, Image: "no-such-image-" + n}
+		}, true, false},
+		{"missing source", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, SourceInstance: "no-such-instance-" + n}
+		}, true, false},
+		{"name taken", func(string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: taken, Image: alias}
+		}, false, true},
+		{"image and source", func(n string) scheduler.InstanceSpec {
+			return scheduler.InstanceSpec{Name: n, Image: alias, SourceInstance: taken}
+		}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := tt.spec(lxdtest.Name(t))
+			spec.JITConfig = secret
+			if !tt.survives {
+				lxdtest.Cleanup(t, c, spec.Name)
+			}
+			err := c.Create(ctx, spec)
+			if err == nil {
+				t.Fatal("Create succeeded")
+			}
+			t.Logf("error: %v", err)
+			if strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v %#v", err, err), secret) {
+				t.Errorf("error shows the JIT config: %v", err)
+			}
+			if !strings.Contains(err.Error(), spec.Name) {
+				t.Errorf("error %q does not name the instance", err)
+			}
+			if tt.name == "start fails" && !strings.Contains(err.Error(), "start instance") {
+				t.Errorf("error %q is not about the start", err)
+			}
+			if got := errors.Is(err, scheduler.ErrNotFound); got != tt.notFound {
+				t.Errorf("errors.Is(err, ErrNotFound) = %v, want %v", got, tt.notFound)
+			}
+			_, gerr := c.Get(ctx, spec.Name)
+			if tt.survives && gerr != nil {
+				t.Errorf("existing instance was harmed: %v", gerr)
+			}
+			if !tt.survives && !errors.Is(gerr, scheduler.ErrNotFound) {
+				t.Errorf("failed Create left the instance behind (Get = %v)", gerr)
+			}
+		})
+	}
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Create(cancelled, scheduler.InstanceSpec{Name: lxdtest.Name(t), Image: alias}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Create with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+func TestImportImage(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	alias := lxdtest.Name(t)
+
+	build := func(desc string) []byte {
+		var buf bytes.Buffer
+		opts := devimage.Options{Description: desc, Time: time.Unix(1700000000, 0), Gzip: true}
+		if err := devimage.Build(&buf, opts); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	imp := func(tarball []byte) string {
+		fp, err := c.ImportImage(ctx, bytes.NewReader(tarball), alias)
+		if fp != "" {
+			t.Cleanup(func() { _ = c.DeleteImage(context.Background(), fp) })
+		}
+		if err != nil {
+			t.Fatalf("ImportImage: %v", err)
+		}
+		return fp
+	}
+	target := func() string {
+		a, _, err := raw.GetImageAlias(alias)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Target
+	}
+
+	first := build("first " + alias)
+	fp1 := imp(first)
+	if target() != fp1 {
+		t.Errorf("alias -> %s, want %s", target(), fp1)
+	}
+	// The same bytes again: LXD refuses a duplicate; we return the image.
+	if again := imp(first); again != fp1 {
+		t.Errorf("re-import gave %s, want %s", again, fp1)
+	}
+	fp2 := imp(build("second " + alias))
+	if fp2 == fp1 {
+		t.Fatal("different images, same fingerprint")
+	}
+	if target() != fp2 {
+		t.Errorf("alias not moved: -> %s, want %s", target(), fp2)
+	}
+
+	if err := c.DeleteImage(ctx, fp1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := raw.GetImage(fp1); !api.StatusErrorCheck(err, http.StatusNotFound) {
+		t.Errorf("image still there after DeleteImage: %v", err)
+	}
+	if err := c.DeleteImage(ctx, fp1); err != nil {
+		t.Errorf("DeleteImage of a missing image = %v, want nil", err)
+	}
+	if _, err := c.ImportImage(ctx, strings.NewReader("not a tarball"), ""); err == nil {
+		t.Error("ImportImage accepted junk")
+	}
+}
+
+func TestEnsureProfile(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	raw := lxdtest.Raw(t)
+	ctx := lxdtest.Ctx(t)
+	name := lxdtest.Profile(t, c, map[string]map[string]string{"a": lxdtest.ProxyDevice(1)})
+	if err := c.EnsureProfile(ctx, name, map[string]map[string]string{"b": lxdtest.ProxyDevice(2)}); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := raw.GetProfile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Devices["a"]; ok || p.Devices["b"]["listen"] != "tcp:127.0.0.1:2" {
+		t.Errorf("devices = %v, want only b", p.Devices)
+	}
+	if err := c.DeleteProfile(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteProfile(ctx, name); err != nil {
+		t.Errorf("DeleteProfile of a missing profile = %v, want nil", err)
+	}
+}
+
+// createByHand makes a stopped, persistent instance through LXD's own
+// client, with exactly config (no keys of ours unless given).
+func createByHand(t *testing.T, raw lxdclient.InstanceServer, name, fp string, config map[string]string) {
+	t.Helper()
+	op, err := raw.CreateInstance(api.InstancesPost{
+		Name:        name,
+		Source:      api.InstanceSource{Type: api.SourceTypeImage, Fingerprint: fp},
+		InstancePut: api.InstancePut{Config: config},
+	})
+	if err == nil {
+		err = op.Wait()
+	}
+	if err != nil {
+		t.Fatalf("create %s by hand: %v", name, err)
+	}
+}
+
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}

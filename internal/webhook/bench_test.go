@@ -1,0 +1,76 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// BenchmarkWebhookDurable measures the whole webhook path as GitHub drives
+// it: verify, parse, record durably (synchronous=FULL, group commit), answer.
+// Run it with -cpu to vary concurrency, e.g.
+//
+//	go test ./internal/webhook -run '^$' -bench WebhookDurable -benchtime 20000x -count 5
+func BenchmarkWebhookDurable(b *testing.B) {
+	for _, sync := range []string{"FULL", "NORMAL"} {
+		b.Run("synchronous="+sync, func(b *testing.B) {
+			st, err := store.Open(context.Background(), b.TempDir(), store.Options{Synchronous: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			h, err := New(secret, st, func() {}, zerolog.Nop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := jobPayload("queued", 1)
+			sig := sign256(body, secret)
+			var n atomic.Int64
+			b.SetParallelism(16) // 16 x GOMAXPROCS concurrent deliveries, like 32 connections on 2 cores
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
+					req.Header.Set("X-Hub-Signature-256", sig)
+					req.Header.Set("X-GitHub-Event", "workflow_job")
+					req.Header.Set("X-GitHub-Delivery", "bench-"+strconv.FormatInt(n.Add(1), 10))
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != http.StatusAccepted {
+						b.Fatalf("status %d", rec.Code)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkRejectBadSignature: a bad signature costs no more than reading
+// the body and one HMAC.
+func BenchmarkRejectBadSignature(b *testing.B) {
+	h, err := New(secret, nil, nil, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := jobPayload("queued", 1)
+	sig := sign256(body, []byte("wrong"))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
+		req.Header.Set("X-Hub-Signature-256", sig)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
