@@ -222,7 +222,7 @@ func TestAnyRunnerTakesAnyJob(t *testing.T) {
 	e := newEnv(t, nil)
 	jobA := e.srv.QueueJob(JobSpec{Labels: []string{"self-hosted", "Linux"}, Repo: "acme/a", Duration: 50 * time.Millisecond})
 	jobGPU := e.srv.QueueJob(JobSpec{Labels: []string{"gpu"}, Repo: "acme/gpu"})
-	jobB := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}, Repo: "acme/b", Public: true, Duration: 50 * time.Millisecond})
+	jobB := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}, Repo: "acme/b", Duration: 50 * time.Millisecond})
 
 	// The runner "for B" connects first and gets A, the oldest job it covers.
 	forB := e.jit("runner-for-b", "self-hosted", "linux", "x64")
@@ -287,7 +287,7 @@ func TestAnyRunnerTakesAnyJob(t *testing.T) {
 		strings.Join(j.Labels, ",") != "linux" || j.GetWorkflowName() != "CI" || j.GetHeadBranch() != "main" || j.GetHTMLURL() == "" {
 		t.Fatalf("in_progress job: %v", j)
 	}
-	if wj.GetRepo().GetFullName() != "acme/b" || wj.GetRepo().GetPrivate() || wj.GetRepo().GetVisibility() != "public" ||
+	if wj.GetRepo().GetFullName() != "acme/b" || !wj.GetRepo().GetPrivate() || wj.GetRepo().GetVisibility() != "private" ||
 		wj.GetOrg().GetLogin() != "acme" || wj.GetInstallation().GetID() != 7 || wj.GetSender().GetLogin() == "" {
 		t.Fatalf("envelope: %v", wj)
 	}
@@ -594,5 +594,40 @@ func TestPathPrefixAndRunnerURL(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{}); err == nil || !strings.Contains(err.Error(), "AppID") || !strings.Contains(err.Error(), "AppPublicKey") {
 		t.Fatalf("New(empty): %v", err)
+	}
+}
+
+// As on GitHub, a runner group takes jobs of public repositories only when
+// it allows them.
+func TestPublicJobsNeedAGroupThatAllowsThem(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allows_public=%v", allow), func(t *testing.T) {
+			e := newEnv(t, func(o *Options) {
+				if allow {
+					o.PublicRunnerGroups = []string{"Default"}
+				}
+			})
+			pub := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}, Repo: "acme/pub", Public: true, Duration: 10 * time.Millisecond})
+			priv := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}, Repo: "acme/priv", Duration: 10 * time.Millisecond})
+			done, _ := startRunner(t, e.jit("r1", "linux").GetEncodedJITConfig())
+			want := priv
+			if allow {
+				want = pub // the oldest job it may take
+			}
+			j, err := e.srv.WaitJob(ctx(t), want, func(j JobView) bool { return j.Status == StatusCompleted })
+			if err != nil || j.RunnerName != "r1" {
+				t.Fatalf("job %d: %+v %v", want, j, err)
+			}
+			if err := result(t, done); err != nil {
+				t.Fatal(err)
+			}
+			other := pub
+			if allow {
+				other = priv
+			}
+			if j, _ := e.srv.Job(other); j.Status != StatusQueued {
+				t.Fatalf("job %d is %s, want still queued", other, j.Status)
+			}
+		})
 	}
 }

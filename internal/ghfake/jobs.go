@@ -203,7 +203,8 @@ func (s *Server) dispatchLocked() {
 			continue
 		}
 		for i, r := range idle {
-			if labelsCover(r.labels, j.labels) {
+			// A runner group refuses public repositories unless allowed.
+			if labelsCover(r.labels, j.labels) && (!j.public || r.group.allowsPublic) {
 				s.assignLocked(j, r)
 				idle = append(idle[:i], idle[i+1:]...)
 				break

@@ -232,7 +232,7 @@ func (s *Server) handleListGroups(w http.ResponseWriter, r *http.Request) {
 	out := []apiRunnerGroup{}
 	for _, g := range groups[lo:hi] {
 		out = append(out, apiRunnerGroup{
-			ID: g.id, Name: g.name, Visibility: "all", Default: g.id == 1,
+			ID: g.id, Name: g.name, Visibility: "all", Default: g.id == 1, AllowsPublicRepositories: g.allowsPublic,
 			RunnersURL:        fmt.Sprintf("%sorgs/%s/actions/runner-groups/%d/runners", s.url, s.opts.Org, g.id),
 			SelectedWorkflows: []any{},
 		})

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,7 +41,10 @@ type Options struct {
 	Org            string           // default "fake-org"
 	InstallationID int64            // default 1
 	RunnerGroups   map[string]int64 // default {"Default": 1}
-	Listen         string           // default "127.0.0.1:0"
+	// PublicRunnerGroups names the groups whose runners may take jobs of
+	// public repositories. As on GitHub, a group does not by default.
+	PublicRunnerGroups []string
+	Listen             string // default "127.0.0.1:0"
 	// PathPrefix serves the API under a sub-path, like GitHub Enterprise
 	// Server's "/api/v3/". Default "/".
 	PathPrefix string
@@ -95,8 +99,9 @@ type Server struct {
 }
 
 type runnerGroup struct {
-	id   int64
-	name string
+	id           int64
+	name         string
+	allowsPublic bool
 }
 
 // New starts a stand-in listening on opts.Listen.
@@ -174,7 +179,7 @@ func New(opts Options) (*Server, error) {
 		s.runnerURL = s.url
 	}
 	for name, id := range opts.RunnerGroups {
-		s.groups = append(s.groups, runnerGroup{id: id, name: name})
+		s.groups = append(s.groups, runnerGroup{id: id, name: name, allowsPublic: slices.Contains(opts.PublicRunnerGroups, name)})
 	}
 	sort.Slice(s.groups, func(i, j int) bool { return s.groups[i].id < s.groups[j].id })
 	s.next.runner = 100
