@@ -20,10 +20,12 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
+	// Millisecond timestamps: launches and teardowns take well under a second.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	switch format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	default:
 		return zerolog.Nop(), fmt.Errorf("log format %q: want json or console", format)
 	}

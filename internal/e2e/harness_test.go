@@ -102,12 +102,13 @@ type options struct {
 // env is one service process with its own stand-in, profile, state and
 // name prefix, so tests do not see each other's instances.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	lxd     *lxd.Client
 	fake    *ghfake.Server
 	secret  []byte
 	prefix  string
+	profile string // holds the proxy device to the stand-in
 	dir     string
 	cfgPath string
 	url     string // the service's base URL
@@ -118,7 +119,7 @@ type env struct {
 	done chan struct{}
 }
 
-func newEnv(t *testing.T, o options) *env {
+func newEnv(t testing.TB, o options) *env {
 	t.Helper()
 	if setupErr != nil {
 		t.Fatal(setupErr)
@@ -144,7 +145,7 @@ func newEnv(t *testing.T, o options) *env {
 	}
 	t.Cleanup(e.fake.Close)
 	u, _ := url.Parse(e.fake.URL())
-	profile := lxdtest.Profile(t, c, map[string]map[string]string{
+	e.profile = lxdtest.Profile(t, c, map[string]map[string]string{
 		"ghfake": {"type": "proxy", "bind": "instance", "listen": "tcp:" + u.Host, "connect": "tcp:" + u.Host},
 	})
 
@@ -177,7 +178,7 @@ pools:
     image: %s
     profiles: [default, %s]%s
 %s`, port, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
-		o.maxInstances, o.limits, imageAlias, profile, poolMax, o.extraPool)
+		o.maxInstances, o.limits, imageAlias, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))
 	e.fake.SetWebhookURL(e.url + "/webhook")
@@ -197,14 +198,14 @@ pools:
 	return e
 }
 
-func write(t *testing.T, path string, b []byte) {
+func write(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

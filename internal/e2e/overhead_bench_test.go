@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+)
+
+// BenchmarkJobOverhead compares, in one run, what the service spends per
+// job with a bare `lxc launch --ephemeral` plus `lxc stop -f` of an image of
+// the same size and the same profiles:
+//
+//	service = queued delivery recorded -> instance deleted, less the job's own
+//	          run time at GitHub (in_progress -> completed); it holds the JIT
+//	          config, state writes, LXD create+start, and stop+delete
+//	bare    = lxc launch --ephemeral + lxc stop -f, whole lxc processes
+//
+// Launch (queued -> create+start returned) and teardown (completed ->
+// deleted) are reported too; they overlap, since a job may run and complete
+// before LXD's start operation returns. Jobs run one at a time. Run it with
+//
+//	go test ./internal/e2e -run '^$' -bench JobOverhead -benchtime 10x
+func BenchmarkJobOverhead(b *testing.B) {
+	if setupErr != nil {
+		b.Fatal(setupErr)
+	}
+	n := b.N
+	if n < 3 {
+		n = 3
+	}
+	c := lxdtest.Connect(b)
+	ctx := lxdtest.Ctx(b)
+
+	// The service, idle until the bare runs are done; its profile (the
+	// proxy device to the stand-in) is used by the bare runs too.
+	e := newEnv(b, options{maxInstances: 1})
+
+	// Bare: the same image content, with an init that just sleeps.
+	sleeper, _ := lxdtest.Image(b, c, devimage.Options{Binary: binPath,
+		Init: []string{"/bin/busybox", "sleep", "600"}})
+	var bare []time.Duration
+	for i := 0; i < n; i++ {
+		name := lxdtest.Name(b)
+		start := time.Now()
+		if out, err := exec.CommandContext(ctx, "lxc", "launch", sleeper, name, "--ephemeral", "-p", "default", "-p", e.profile).CombinedOutput(); err != nil {
+			b.Fatalf("lxc launch: %v\n%s", err, out)
+		}
+		if out, err := exec.CommandContext(ctx, "lxc", "stop", "-f", name).CombinedOutput(); err != nil {
+			b.Fatalf("lxc stop: %v\n%s", err, out)
+		}
+		bare = append(bare, time.Since(start))
+		lxdtest.WaitGone(b, c, name, 30*time.Second)
+	}
+
+	for i := 0; i < n; i++ {
+		id := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app"})
+		e.waitCompleted(id)
+		e.waitNoInstances()
+	}
+	e.stop(syscall.SIGTERM)
+
+	st, err := store.Open(context.Background(), filepath.Join(e.dir, "state"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	jobs, err := st.Jobs(ctx, 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runners, err := st.Runners(ctx, 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	byName := map[string]store.Runner{}
+	for _, r := range runners {
+		byName[r.Name] = r
+	}
+	var launch, teardown, total []time.Duration
+	for _, j := range jobs {
+		r, ok := byName[j.RunnerName]
+		if !ok || r.StartedAt.IsZero() || r.EndedAt.IsZero() {
+			b.Fatalf("job %d: incomplete timeline (runner %q)", j.ID, j.RunnerName)
+		}
+		l, t := r.StartedAt.Sub(j.QueuedAt), r.EndedAt.Sub(j.CompletedAt)
+		own := r.EndedAt.Sub(j.QueuedAt) - j.CompletedAt.Sub(j.StartedAt)
+		launch, teardown, total = append(launch, l), append(teardown, t), append(total, own)
+	}
+	mb, ml, mt, ms := median(bare), median(launch), median(teardown), median(total)
+	b.ReportMetric(float64(mb.Milliseconds()), "bare-ms/job")
+	b.ReportMetric(float64(ml.Milliseconds()), "launch-ms/job")
+	b.ReportMetric(float64(mt.Milliseconds()), "teardown-ms/job")
+	b.ReportMetric(float64(ms.Milliseconds()), "service-ms/job")
+	b.ReportMetric(100*(float64(ms)/float64(mb)-1), "overhead-%")
+	b.Logf("%d jobs: bare %v, service %v (launch %v, teardown %v), overhead %+.1f%%",
+		n, mb, ms, ml, mt, 100*(float64(ms)/float64(mb)-1))
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
