@@ -113,4 +113,3 @@ func median(ds []time.Duration) time.Duration {
 	}
 	return s[len(s)/2]
 }
-
