@@ -16,8 +16,17 @@ installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
 
-if ! command -v lxd >/dev/null || ! command -v lxc >/dev/null || ! installed busybox-static; then
-	echo "setup-lxd: installing lxd lxd-client busybox-static"
+# Install only what is missing: a host that already runs LXD (e.g. the snap
+# on Ubuntu) keeps it and only gains busybox-static.
+pkgs=()
+if ! command -v lxd >/dev/null || ! command -v lxc >/dev/null; then
+	pkgs+=(lxd lxd-client)
+fi
+if ! installed busybox-static; then
+	pkgs+=(busybox-static)
+fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+	echo "setup-lxd: installing ${pkgs[*]}"
 	# Keep maintainer scripts from starting services: we start lxd ourselves,
 	# and without systemd their attempt can fail the install.
 	policy=/usr/sbin/policy-rc.d
@@ -28,7 +37,7 @@ if ! command -v lxd >/dev/null || ! command -v lxc >/dev/null || ! installed bus
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
-	apt-get install -y -q lxd lxd-client busybox-static
+	apt-get install -y -q "${pkgs[@]}"
 fi
 
 start_lxd() {
@@ -59,4 +68,4 @@ if ! lxc profile device get default root pool >/dev/null 2>&1; then
 	lxc profile device add default root disk path=/ pool=default
 fi
 
-echo "setup-lxd: ready ($(lxd --version), socket /var/lib/lxd/unix.socket)"
+echo "setup-lxd: ready (lxd $(lxd --version))"

@@ -396,6 +396,14 @@ func (c *Client) lookupGroup(ctx context.Context, installationID int64, org stri
 			return 0, fmt.Errorf("resolve runner group %q in %s: %w", c.groupName, org, err)
 		}
 		for _, g := range gs.RunnerGroups {
+			if g.GetName() == c.groupName || (fold == 0 && strings.EqualFold(g.GetName(), c.groupName)) {
+				if g.GetAllowsPublicRepositories() {
+					// GitHub gives a public repository's job to any idle runner
+					// of such a group, even one launched for a private job.
+					c.log.Warn().Str("org", org).Str("runner_group", g.GetName()).
+						Msg("runner group allows public repositories: our runners may run their jobs; restrict the group unless that is intended")
+				}
+			}
 			if g.GetName() == c.groupName {
 				return g.GetID(), nil
 			}

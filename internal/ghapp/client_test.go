@@ -562,3 +562,18 @@ func devlxd(t *testing.T, jitconfig string) string {
 	t.Cleanup(func() { hs.Close() })
 	return sock
 }
+
+func TestWarnsWhenGroupAllowsPublicRepositories(t *testing.T) {
+	for _, public := range []bool{false, true} {
+		e := newEnv(t, func(o *ghfake.Options) {
+			if public {
+				o.PublicRunnerGroups = []string{"lxd-runners"}
+			}
+		}, nil)
+		e.jit("r1", "self-hosted")
+		warned := strings.Contains(e.logs.String(), "allows public repositories")
+		if warned != public {
+			t.Fatalf("group allows public = %v, warned = %v", public, warned)
+		}
+	}
+}
