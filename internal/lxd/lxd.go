@@ -241,7 +241,7 @@ func instanceConfig(spec scheduler.InstanceSpec) map[string]string {
 	cfg[scheduler.KeyJITConfig] = spec.JITConfig.Reveal()
 	// An explicit "" stops a copy from inheriting the source's value (LXD
 	// then drops the key): a template's labels must not pass for the copy's.
-	for _, k := range []string{scheduler.KeyPool, scheduler.KeyJobID, scheduler.KeyRunnerID} {
+	for _, k := range []string{scheduler.KeyOwner, scheduler.KeyPool, scheduler.KeyJobID, scheduler.KeyRunnerID} {
 		if _, ok := cfg[k]; !ok {
 			cfg[k] = ""
 		}
@@ -373,6 +373,7 @@ func (c *Client) Get(ctx context.Context, name string) (scheduler.Instance, erro
 func toInstance(inst api.Instance) scheduler.Instance {
 	out := scheduler.Instance{
 		Name:   inst.Name,
+		Owner:  inst.Config[scheduler.KeyOwner],
 		Pool:   inst.Config[scheduler.KeyPool],
 		Status: inst.Status,
 	}

@@ -215,6 +215,7 @@ func TestList(t *testing.T) {
 	ours := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, ours)
 	err := c.Create(ctx, scheduler.InstanceSpec{Name: ours, Image: fp, Config: map[string]string{
+		scheduler.KeyOwner:     "gha-",
 		scheduler.KeyPool:      "p1",
 		scheduler.KeyJobID:     "9007199254740993", // more than a float64 holds exactly
 		scheduler.KeyRunnerID:  "77",
@@ -248,7 +249,7 @@ func TestList(t *testing.T) {
 		got[in.Name] = in
 	}
 	want := map[string]scheduler.Instance{
-		ours:    {Name: ours, Pool: "p1", JobID: 9007199254740993, RunnerID: 77, Status: "Running", CreatedAt: created},
+		ours:    {Name: ours, Owner: "gha-", Pool: "p1", JobID: 9007199254740993, RunnerID: 77, Status: "Running", CreatedAt: created},
 		mangled: {Name: mangled, Pool: "p2", Status: "Stopped"},
 	}
 	for n, w := range want {

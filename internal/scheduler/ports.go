@@ -14,6 +14,7 @@ import (
 // tell which instances this service created, even with no state at all.
 const (
 	KeyManaged   = "user.runner.managed"    // "true" on every instance we create
+	KeyOwner     = "user.runner.owner"      // the deployment's name prefix: several may share a project
 	KeyPool      = "user.runner.pool"       // pool name
 	KeyJobID     = "user.runner.job-id"     // the job whose queued event caused the launch
 	KeyCreatedAt = "user.runner.created-at" // RFC 3339, UTC
@@ -55,6 +56,7 @@ type InstanceSpec struct {
 // Instance is what LXD reports about one of our instances.
 type Instance struct {
 	Name      string
+	Owner     string // KeyOwner: which deployment made it
 	Pool      string
 	JobID     int64
 	RunnerID  int64

@@ -15,7 +15,8 @@ import (
 //     its GitHub record is removed and the row closed;
 //   - an instance carrying our keys that no live runner row owns is deleted.
 //
-// Instances without our keys are never touched: List returns only ours.
+// Instances without our keys are never touched (List returns only managed
+// ones), nor are those of another deployment: KeyOwner must be our prefix.
 //
 // It must not run concurrently with Step (Run calls both from one
 // goroutine): a runner row that Step has just written but not yet handed
@@ -29,9 +30,15 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("reconcile: list instances: %w", err)
 	}
 	exists := make(map[string]Instance, len(insts))
+	mine := insts[:0:0]
 	for _, in := range insts {
+		if in.Owner != s.cfg.NamePrefix {
+			continue
+		}
 		exists[in.Name] = in
+		mine = append(mine, in)
 	}
+	insts = mine
 	owned := map[string]bool{}
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
 		live, err := tx.LiveRunners()

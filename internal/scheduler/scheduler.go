@@ -314,6 +314,7 @@ func (s *Scheduler) launch(r store.Runner) {
 		cfg[k] = v
 	}
 	cfg[KeyManaged] = "true"
+	cfg[KeyOwner] = s.cfg.NamePrefix
 	cfg[KeyPool] = r.Pool
 	cfg[KeyJobID] = strconv.FormatInt(r.JobID, 10)
 	cfg[KeyCreatedAt] = r.CreatedAt.UTC().Format(time.RFC3339)

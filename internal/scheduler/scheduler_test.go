@@ -51,7 +51,7 @@ func (m *memLXD) Create(_ context.Context, spec InstanceSpec) error {
 		return fmt.Errorf("instance %s exists", spec.Name)
 	}
 	m.creates++
-	m.instances[spec.Name] = Instance{Name: spec.Name, Pool: spec.Config[KeyPool], Status: "Running"}
+	m.instances[spec.Name] = Instance{Name: spec.Name, Owner: spec.Config[KeyOwner], Pool: spec.Config[KeyPool], Status: "Running"}
 	m.specs[spec.Name] = spec
 	m.peak = max(m.peak, len(m.instances))
 	return nil
@@ -529,7 +529,9 @@ func TestLaunchCarriesLabelsAndSecret(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	e := newEnv(t, testConfig())
 	// An instance of ours that the state does not know.
-	e.lxd.instances["gha-linux-ghost"] = Instance{Name: "gha-linux-ghost", Status: "Running"}
+	e.lxd.instances["gha-linux-ghost"] = Instance{Name: "gha-linux-ghost", Owner: "gha-", Status: "Running"}
+	// One of another deployment sharing the LXD project: not ours to touch.
+	e.lxd.instances["other-linux-1"] = Instance{Name: "other-linux-1", Owner: "other-", Status: "Running"}
 	// A launch interrupted by a crash: a row in launching with no worker.
 	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
 		return tx.PutRunner(store.Runner{Name: "gha-linux-cut", Pool: "linux", Org: "acme", State: store.RunnerLaunching, CreatedAt: t0})
@@ -537,13 +539,13 @@ func TestReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.lxd.instances["gha-linux-cut"] = Instance{Name: "gha-linux-cut", Status: "Stopped"}
+	e.lxd.instances["gha-linux-cut"] = Instance{Name: "gha-linux-cut", Owner: "gha-", Status: "Stopped"}
 	if err := e.s.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	e.settle()
-	if e.lxd.count() != 0 {
-		t.Fatalf("instances left: %v", e.lxd.instances)
+	if _, ok := e.lxd.instances["other-linux-1"]; !ok || e.lxd.count() != 1 {
+		t.Fatalf("instances left: %v, want only the other deployment's", e.lxd.instances)
 	}
 	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 {
 		t.Fatalf("deleted rows = %+v", d)

@@ -135,6 +135,10 @@ wrk_field() { # file what
 	esac
 }
 
+# CPU time (user + system) the process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+
 run_wrk() { # name url
 	local out=$TMP/wrk-$1.txt
 	RUN_ID=$(openssl rand -hex 4) PAYLOAD=$PAYLOAD SIGNATURE=$SIGNATURE \
@@ -176,8 +180,10 @@ SVC_PID=$!
 PIDS+=("$SVC_PID")
 wait_healthy "http://127.0.0.1:$SVC_PORT/healthz" "$SVC_PID" "$TMP/service.log"
 
-say "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency against the service"
+say "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency against the service (load average $(cut -d" " -f1-3 /proc/loadavg))"
+c0=$(cpu_ticks "$SVC_PID")
 run_wrk service "http://127.0.0.1:$SVC_PORT/webhook"
+svc_cpu_ticks=$(($(cpu_ticks "$SVC_PID") - c0))
 stop "$SVC_PID"
 
 failed=0
@@ -215,8 +221,10 @@ say "bare: read body + HMAC + 202 on 127.0.0.1:$BARE_PORT"
 BARE_PID=$!
 PIDS+=("$BARE_PID")
 wait_healthy "http://127.0.0.1:$BARE_PORT/healthz" "$BARE_PID" "$TMP/bare.log"
-say "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency against bare"
+say "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency against bare (load average $(cut -d" " -f1-3 /proc/loadavg))"
+c0=$(cpu_ticks "$BARE_PID")
 run_wrk bare "http://127.0.0.1:$BARE_PORT/webhook"
+bare_cpu_ticks=$(($(cpu_ticks "$BARE_PID") - c0))
 stop "$BARE_PID"
 cat "$TMP/bare.log"
 bare_bad=$(wrk_field "$TMP/wrk-bare.txt" bad)
@@ -232,17 +240,21 @@ svc_p99=$(wrk_field "$TMP/wrk-service.txt" p99)
 bare_rps=$(wrk_field "$TMP/wrk-bare.txt" rps)
 bare_p50=$(wrk_field "$TMP/wrk-bare.txt" p50)
 bare_p99=$(wrk_field "$TMP/wrk-bare.txt" p99)
+# CPU per request: less sensitive than req/s to what else runs on the machine.
+per_req() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "nan" }'; }
+svc_cpu_us=$(per_req "$svc_cpu_ticks" "$svc_requests")
+bare_cpu_us=$(per_req "$bare_cpu_ticks" "$(wrk_field "$TMP/wrk-bare.txt" requests)")
 ratio=$(awk -v a="$svc_rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')
 met=$(awk -v r="$svc_rps" -v p="$svc_p99" -v tr="$TARGET_RPS" -v tp="$TARGET_P99_MS" \
 	'BEGIN { print (r >= tr && p <= tp) ? "met" : "MISSED" }')
 
 say "summary ($(nproc) cores, load average now $(cut -d' ' -f1-3 /proc/loadavg); wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION; payload $(wc -c <"$PAYLOAD") bytes)"
-printf '%-8s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
-printf '%-8s %12s %10s %10s\n' service "$svc_rps" "$svc_p50" "$svc_p99"
-printf '%-8s %12s %10s %10s\n' bare "$bare_rps" "$bare_p50" "$bare_p99"
+printf '%-8s %12s %10s %10s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request"
+printf '%-8s %12s %10s %10s %16s\n' service "$svc_rps" "$svc_p50" "$svc_p99" "$svc_cpu_us"
+printf '%-8s %12s %10s %10s %16s\n' bare "$bare_rps" "$bare_p50" "$bare_p99" "$bare_cpu_us"
 echo "service/bare req/s ratio: $ratio"
 echo "target (>= $TARGET_RPS req/s and p99 <= $TARGET_P99_MS ms, durable): $met"
-echo "RESULT service_rps=$svc_rps service_p50_ms=$svc_p50 service_p99_ms=$svc_p99 bare_rps=$bare_rps bare_p50_ms=$bare_p50 bare_p99_ms=$bare_p99 ratio=$ratio db_rows=${db_rows:-skipped} target=$met"
+echo "RESULT service_rps=$svc_rps service_p50_ms=$svc_p50 service_p99_ms=$svc_p99 bare_rps=$bare_rps bare_p50_ms=$bare_p50 bare_p99_ms=$bare_p99 service_cpu_us=$svc_cpu_us bare_cpu_us=$bare_cpu_us ratio=$ratio db_rows=${db_rows:-skipped} target=$met"
 
 if ((failed)); then
 	exit 1
