@@ -262,10 +262,17 @@ func (e *env) stop(sig syscall.Signal) {
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		e.t.Errorf("service did not stop within 60s after %v", sig)
+	case <-time.After(30 * time.Second):
+		// Go prints every goroutine's stack on SIGQUIT: the log then shows
+		// what held the shutdown.
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		e.t.Errorf("service did not stop within 30s after %v", sig)
 	}
 }
 

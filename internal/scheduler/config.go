@@ -37,6 +37,7 @@ type Config struct {
 	LaunchTimeout       time.Duration // one launch: JIT config + create + start
 	MaxLaunching        int           // launches in flight at once
 	MaxBackoff          time.Duration // cap of the per-pool retry backoff
+	ShutdownGrace       time.Duration // how long workers may run on after shutdown starts
 }
 
 // Defaults.
@@ -48,6 +49,7 @@ const (
 	DefaultLaunchTimeout       = 5 * time.Minute
 	DefaultMaxLaunching        = 8
 	DefaultMaxBackoff          = 2 * time.Minute
+	DefaultShutdownGrace       = 15 * time.Second
 )
 
 // WithDefaults fills unset fields.
@@ -72,6 +74,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
 	}
 	for i := range c.Pools {
 		if c.Pools[i].Type == "" {

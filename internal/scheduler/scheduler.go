@@ -41,6 +41,10 @@ type Scheduler struct {
 
 	kick chan struct{}
 	wg   sync.WaitGroup
+	// work is the parent context of workers: it outlives Run's ctx by
+	// ShutdownGrace, so a launch in flight at shutdown can finish.
+	work     context.Context
+	stopWork context.CancelFunc
 
 	mu       sync.Mutex
 	inflight map[string]bool      // runner names with a worker running
@@ -58,7 +62,9 @@ func New(cfg Config, st *store.Store, lxd Instances, gh GitHub, clock Clock, log
 	if clock == nil {
 		clock = RealClock
 	}
+	work, stopWork := context.WithCancel(context.Background())
 	return &Scheduler{
+		work: work, stopWork: stopWork,
 		cfg: cfg, st: st, lxd: lxd, gh: gh, clock: clock,
 		log:      log.With().Str("component", "scheduler").Logger(),
 		kick:     make(chan struct{}, 1),
@@ -77,10 +83,16 @@ func (s *Scheduler) Notify() {
 	}
 }
 
-// Run runs the loop until ctx ends, then waits for the workers in flight
-// (each bounded by its own timeout), so that no launch is left half done.
+// Run runs the loop until ctx ends, then gives the workers in flight
+// ShutdownGrace to finish before cancelling them. A cancelled launch cleans
+// up after itself and its job stays queued for the next start.
 func (s *Scheduler) Run(ctx context.Context) error {
-	defer s.wg.Wait()
+	defer func() {
+		t := time.AfterFunc(s.cfg.ShutdownGrace, s.stopWork)
+		s.wg.Wait()
+		t.Stop()
+		s.stopWork()
+	}()
 	if err := s.Reconcile(ctx); err != nil {
 		s.log.Warn().Err(err).Msg("reconcile at start failed; will retry")
 	}
@@ -222,7 +234,7 @@ func (s *Scheduler) newName(pool string) string {
 
 // update changes one runner row in its own transaction.
 func (s *Scheduler) update(name string, fn func(*store.Runner) bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.work), 30*time.Second)
 	defer cancel()
 	return s.st.Update(ctx, func(tx *store.Tx) error {
 		r, err := tx.Runner(name)
@@ -268,13 +280,14 @@ func (s *Scheduler) launchSucceeded(pool string) {
 func (s *Scheduler) launch(r store.Runner) {
 	log := s.log.With().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Logger()
 	pool := s.cfg.pool(r.Pool)
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LaunchTimeout)
+	ctx, cancel := context.WithTimeout(s.work, s.cfg.LaunchTimeout)
 	defer cancel()
 
 	fail := func(stage string, err error) {
 		wait := s.launchFailed(r.Pool)
 		log.Error().Err(err).Str("stage", stage).Dur("retry_in", wait).Msg("launch failed; the job stays queued")
-		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		// Clean-up runs even after the work context ended, briefly.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(s.work), 20*time.Second)
 		defer ccancel()
 		if r.RunnerID != 0 {
 			if err := s.gh.RemoveRunner(cctx, r.InstallationID, r.Org, r.RunnerID); err != nil {
@@ -347,7 +360,7 @@ func (s *Scheduler) launch(r store.Runner) {
 // the row in state deleting, and the loop tries again after a backoff.
 func (s *Scheduler) teardown(r store.Runner) {
 	log := s.log.With().Str("pool", r.Pool).Str("instance", r.Name).Str("mode", r.DeleteMode).Logger()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(s.work, 2*time.Minute)
 	defer cancel()
 	retry := func(what string, err error) {
 		s.mu.Lock()

@@ -38,9 +38,17 @@ type memLXD struct {
 	creates   int
 	peak      int
 	failNext  int
+	block     chan struct{} // when set, Create waits for it or ctx
 }
 
-func (m *memLXD) Create(_ context.Context, spec InstanceSpec) error {
+func (m *memLXD) Create(ctx context.Context, spec InstanceSpec) error {
+	if m.block != nil {
+		select {
+		case <-m.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failNext > 0 {
@@ -549,5 +557,40 @@ func TestReconcile(t *testing.T) {
 	}
 	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 {
 		t.Fatalf("deleted rows = %+v", d)
+	}
+}
+
+func TestShutdownCancelsStuckLaunchAfterGrace(t *testing.T) {
+	cfg := testConfig()
+	cfg.ShutdownGrace = 50 * time.Millisecond
+	e := newEnv(t, cfg)
+	e.lxd.block = make(chan struct{}) // LXD never answers
+	e.deliver(ActionQueued, 1, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.s.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.runnersIn(store.RunnerLaunching)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no launch started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after the shutdown grace")
+	}
+	if f := e.runnersIn(store.RunnerFailed); len(f) != 1 {
+		t.Fatalf("the cut launch should be recorded as failed: %+v", e.runnersIn(""))
+	}
+	if j := e.job(1); j.State != store.JobQueued {
+		t.Fatalf("job is %s, want still queued for the next start", j.State)
+	}
+	e.gh.mu.Lock()
+	defer e.gh.mu.Unlock()
+	if len(e.gh.runners) != 0 {
+		t.Fatal("the cut launch's GitHub runner record was left behind")
 	}
 }
