@@ -97,6 +97,7 @@ type options struct {
 	poolMax      int
 	extraPool    string // YAML appended to pools
 	limits       string // YAML lines appended under limits
+	top          string // YAML lines at the top level
 }
 
 // env is one service process with its own stand-in, profile, state and
@@ -159,7 +160,8 @@ func newEnv(t testing.TB, o options) *env {
 	if o.poolMax > 0 {
 		poolMax = fmt.Sprintf("\n    max_instances: %d", o.poolMax)
 	}
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:%s
+	cfg := fmt.Sprintf(`%s
+listen: 127.0.0.1:%s
 state_dir: %s
 runner_prefix: %s
 github:
@@ -177,7 +179,7 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, port, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
+%s`, o.top, port, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
 		o.maxInstances, o.limits, imageAlias, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/canonical/lxd/shared/api"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+)
+
+// A runner that never connects is replaced after registration_timeout, and
+// the job still runs.
+func TestRunnerThatNeverRegistersIsReplaced(t *testing.T) {
+	e := newEnv(t, options{limits: "  registration_timeout: 4s"})
+	e.fake.HangRunners(1)
+	id := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 200 * time.Millisecond})
+	e.waitCompleted(id)
+	e.waitNoInstances()
+	if n := e.jitCalls(); n != 2 {
+		t.Fatalf("launches = %d, want 2 (the hung runner and its replacement)", n)
+	}
+	if !strings.Contains(e.logText(), "runner not online within registration_timeout") {
+		t.Fatal("no log line says why the runner was replaced")
+	}
+	e.eventually("no runner records left", 30*time.Second, func() bool { return len(e.fake.Runners()) == 0 })
+}
+
+// An instance without our keys is never touched; one with our keys that
+// the state does not know is deleted by the reconciler.
+func TestReconcilerTouchesOnlyOurs(t *testing.T) {
+	e := newEnv(t, options{top: "reconcile_interval: 1s"})
+	raw := lxdtest.Raw(t)
+	alias, _ := lxdtest.Image(t, e.lxd, devimage.Options{})
+	create := func(name string, cfg map[string]string) {
+		t.Helper()
+		op, err := raw.CreateInstance(api.InstancesPost{Name: name, Source: api.InstanceSource{Type: "image", Alias: alias},
+			InstancePut: api.InstancePut{Config: cfg, Profiles: []string{"default"}}})
+		if err == nil {
+			err = op.Wait()
+		}
+		if err == nil {
+			op, err = raw.UpdateInstanceState(name, api.InstanceStatePut{Action: "start", Timeout: -1}, "")
+			if err == nil {
+				err = op.Wait()
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		lxdtest.Cleanup(t, e.lxd, name)
+	}
+	byHand := e.prefix + "linux-byhand" // even with our prefix: no keys, not ours
+	ghost := e.prefix + "linux-ghost"
+	other := lxdtest.Name(t) // another deployment's
+	create(byHand, nil)
+	create(ghost, map[string]string{scheduler.KeyManaged: "true", scheduler.KeyOwner: e.prefix, scheduler.KeyPool: "linux"})
+	create(other, map[string]string{scheduler.KeyManaged: "true", scheduler.KeyOwner: "someone-else-", scheduler.KeyPool: "linux"})
+
+	e.eventually("the unknown instance of ours deleted", 30*time.Second, func() bool {
+		_, err := e.lxd.Get(e.ctx, ghost)
+		return err != nil
+	})
+	time.Sleep(2 * time.Second) // two more reconcile rounds
+	for _, name := range []string{byHand, other} {
+		if _, err := e.lxd.Get(e.ctx, name); err != nil {
+			t.Fatalf("%s was touched: %v", name, err)
+		}
+	}
+}
+
+// GitHub answers 500 and then 429 with Retry-After for a while: every job
+// still completes, without a storm of requests.
+func TestGitHubErrorsAndRateLimits(t *testing.T) {
+	e := newEnv(t, options{})
+	var phase atomic.Int32 // 0: 500s, 1: 429s, 2: healthy
+	var faulted atomic.Int32
+	e.fake.SetFault(func(r *http.Request) (int, http.Header, bool) {
+		if strings.Contains(r.URL.Path, "/access_tokens") || strings.Contains(r.URL.Path, "/_fake/") {
+			return 0, nil, false
+		}
+		switch phase.Load() {
+		case 0:
+			faulted.Add(1)
+			return http.StatusInternalServerError, nil, true
+		case 1:
+			faulted.Add(1)
+			return http.StatusTooManyRequests, http.Header{"Retry-After": {"2"}}, true
+		}
+		return 0, nil, false
+	})
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		ids = append(ids, e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond}))
+	}
+	time.Sleep(4 * time.Second)
+	phase.Store(1)
+	time.Sleep(4 * time.Second)
+	phase.Store(2)
+	e.waitCompleted(ids...)
+	e.waitNoInstances()
+	// 8 s of faults with backoff: a handful of tries, not hundreds.
+	if n := faulted.Load(); n > 40 {
+		t.Fatalf("%d requests during the fault window: a storm", n)
+	}
+	t.Logf("requests answered with a fault: %d", faulted.Load())
+}
