@@ -38,6 +38,7 @@ type Config struct {
 	MaxLaunching        int           // launches in flight at once
 	MaxBackoff          time.Duration // cap of the per-pool retry backoff
 	ShutdownGrace       time.Duration // how long workers may run on after shutdown starts
+	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 }
 
 // Defaults.
@@ -50,6 +51,7 @@ const (
 	DefaultMaxLaunching        = 8
 	DefaultMaxBackoff          = 2 * time.Minute
 	DefaultShutdownGrace       = 15 * time.Second
+	DefaultMaxAttempts         = 3
 )
 
 // WithDefaults fills unset fields.
@@ -74,6 +76,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace

@@ -104,4 +104,6 @@ type GitHub interface {
 	Runner(ctx context.Context, installationID int64, org string, runnerID int64) (RunnerStatus, error)
 	// RemoveRunner deletes the runner record; one that is already gone is success.
 	RemoveRunner(ctx context.Context, installationID int64, org string, runnerID int64) error
+	// ListRunners returns the organization's self-hosted runners.
+	ListRunners(ctx context.Context, installationID int64, org string) ([]RunnerStatus, error)
 }

@@ -2,7 +2,9 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
@@ -40,9 +42,13 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	}
 	insts = mine
 	owned := map[string]bool{}
+	var orgs []store.Org
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
 		live, err := tx.LiveRunners()
 		if err != nil {
+			return err
+		}
+		if orgs, err = tx.Orgs(); err != nil {
 			return err
 		}
 		s.workers(busyWorkers)
@@ -83,7 +89,33 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")
 		}
 	}
+	var errs []error
+	for _, o := range orgs {
+		if err := s.reconcileRecords(ctx, o, owned, busyWorkers); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	s.Notify()
+	return errors.Join(errs...)
+}
+
+// reconcileRecords removes the organization's runner records that carry our
+// prefix, are offline and idle, and belong to no live runner: what is left
+// when a launch failed half way, or a runner's instance died.
+func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, busyWorkers map[string]bool) error {
+	records, err := s.gh.ListRunners(ctx, o.InstallationID, o.Login)
+	if err != nil {
+		return fmt.Errorf("reconcile: list runners of %s: %w", o.Login, err)
+	}
+	for _, r := range records {
+		if !strings.HasPrefix(r.Name, s.cfg.NamePrefix) || r.Online || r.Busy || owned[r.Name] || busyWorkers[r.Name] {
+			continue
+		}
+		s.log.Info().Str("org", o.Login).Str("runner", r.Name).Int64("runner_id", r.ID).Msg("reconcile: removing offline runner record with no instance")
+		if err := s.gh.RemoveRunner(ctx, o.InstallationID, o.Login, r.ID); err != nil && !errors.Is(err, ErrRunnerBusy) {
+			s.log.Warn().Err(err).Str("runner", r.Name).Msg("reconcile: remove runner record failed; will retry")
+		}
+	}
 	return nil
 }
 

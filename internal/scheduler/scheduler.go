@@ -449,8 +449,40 @@ func (s *Scheduler) teardown(r store.Runner) {
 		log.Error().Err(err).Msg("record deleted runner")
 		return
 	}
+	if r.DeleteMode == ModeRegistration {
+		s.countAttempt(r, log)
+	}
 	s.mu.Lock()
 	delete(s.retryAt, r.Name)
 	s.mu.Unlock()
 	log.Info().Str("reason", r.Reason).Msg("instance deleted")
+}
+
+// countAttempt charges a runner that never came online to the job it was
+// launched for. After MaxAttempts such runners the job is given up: the
+// image or the network is broken, and relaunching forever only hides it.
+func (s *Scheduler) countAttempt(r store.Runner, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.work), 30*time.Second)
+	defer cancel()
+	err := s.st.Update(ctx, func(tx *store.Tx) error {
+		j, err := tx.Job(r.JobID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil || j.State != store.JobQueued {
+			return err
+		}
+		j.Attempts++
+		if j.Attempts >= s.cfg.MaxAttempts {
+			j.State = store.JobAbandoned
+			j.Reason = fmt.Sprintf("no runner came online within registration_timeout in %d attempts", j.Attempts)
+			log.Error().Int64("job_id", j.ID).Str("reason", j.Reason).Msg("job given up: check the pool's image and network")
+		} else {
+			log.Warn().Int64("job_id", j.ID).Int("attempts", j.Attempts).Msg("runner never came online; launching a replacement")
+		}
+		return tx.PutJob(j)
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("count launch attempt")
+	}
 }

@@ -141,6 +141,16 @@ func (g *memGitHub) RemoveRunner(_ context.Context, _ int64, _ string, id int64)
 	return nil
 }
 
+func (g *memGitHub) ListRunners(context.Context, int64, string) ([]RunnerStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []RunnerStatus
+	for id, r := range g.runners {
+		out = append(out, RunnerStatus{ID: id, Name: r.name, Online: r.online, Busy: r.busy})
+	}
+	return out, nil
+}
+
 func (g *memGitHub) set(name string, fn func(*memRunner)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -592,5 +602,51 @@ func TestShutdownCancelsStuckLaunchAfterGrace(t *testing.T) {
 	defer e.gh.mu.Unlock()
 	if len(e.gh.runners) != 0 {
 		t.Fatal("the cut launch's GitHub runner record was left behind")
+	}
+}
+
+func TestReconcileRemovesLeftoverRunnerRecords(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle() // one live runner of ours, so acme is a known org
+	live := e.runnersIn(store.RunnerStarted)[0].Name
+	e.gh.mu.Lock()
+	e.gh.runners[901] = &memRunner{name: "gha-linux-leftover"}                          // ours, offline, no instance: remove
+	e.gh.runners[902] = &memRunner{name: "gha-linux-working", online: true, busy: true} // busy: keep
+	e.gh.runners[903] = &memRunner{name: "build-box-1"}                                 // not our prefix: keep
+	e.gh.mu.Unlock()
+	if err := e.s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.gh.mu.Lock()
+	defer e.gh.mu.Unlock()
+	names := map[string]bool{}
+	for _, r := range e.gh.runners {
+		names[r.name] = true
+	}
+	if names["gha-linux-leftover"] || !names["gha-linux-working"] || !names["build-box-1"] || !names[live] {
+		t.Fatalf("records after reconcile: %v", names)
+	}
+}
+
+func TestJobGivenUpAfterMaxAttempts(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	for i := 0; i < DefaultMaxAttempts; i++ {
+		e.settle()
+		if got := len(e.runnersIn(store.RunnerStarted)); got != 1 {
+			t.Fatalf("attempt %d: started runners = %d, want 1", i+1, got)
+		}
+		e.clock.Advance(DefaultRegistrationTimeout) // none ever comes online
+		e.settle()
+	}
+	if j := e.job(1); j.State != store.JobAbandoned || j.Attempts != DefaultMaxAttempts || j.Reason == "" {
+		t.Fatalf("job = %+v, want abandoned after %d attempts", j, DefaultMaxAttempts)
+	}
+	if e.lxd.creates != DefaultMaxAttempts || e.lxd.count() != 0 {
+		t.Fatalf("launches = %d, instances = %d", e.lxd.creates, e.lxd.count())
+	}
+	if !strings.Contains(e.logs.String(), "job given up") {
+		t.Fatal("no log line says the job was given up")
 	}
 }

@@ -14,6 +14,7 @@ const (
 	JobIgnored    = "ignored"
 	JobInProgress = "in_progress"
 	JobCompleted  = "completed"
+	JobAbandoned  = "abandoned" // no runner came online for it, try after try
 )
 
 // Job is what we know and decided about one GitHub job.
@@ -30,20 +31,21 @@ type Job struct {
 	RunnerName     string
 	Conclusion     string
 	DeliveryID     string // the delivery that first told us about it
+	Attempts       int    // runners launched for it that never came online
 	QueuedAt       time.Time
 	StartedAt      time.Time
 	CompletedAt    time.Time
 }
 
 const jobColumns = `id, run_id, installation_id, org, repo, labels, pool, state, reason,
-	runner_name, conclusion, delivery_id, queued_at, started_at, completed_at`
+	runner_name, conclusion, delivery_id, queued_at, started_at, completed_at, attempts`
 
 func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 	var j Job
 	var labels string
 	var queued, started, completed int64
 	err := row.Scan(&j.ID, &j.RunID, &j.InstallationID, &j.Org, &j.Repo, &labels, &j.Pool, &j.State,
-		&j.Reason, &j.RunnerName, &j.Conclusion, &j.DeliveryID, &queued, &started, &completed)
+		&j.Reason, &j.RunnerName, &j.Conclusion, &j.DeliveryID, &queued, &started, &completed, &j.Attempts)
 	if err != nil {
 		return Job{}, err
 	}
@@ -67,12 +69,12 @@ func (t *Tx) Job(id int64) (Job, error) {
 // PutJob inserts or replaces a job.
 func (t *Tx) PutJob(j Job) error {
 	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (`+jobColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason,
 			pool = excluded.pool, runner_name = excluded.runner_name, conclusion = excluded.conclusion,
-			started_at = excluded.started_at, completed_at = excluded.completed_at`,
+			started_at = excluded.started_at, completed_at = excluded.completed_at, attempts = excluded.attempts`,
 		j.ID, j.RunID, j.InstallationID, j.Org, j.Repo, encodeLabels(j.Labels), j.Pool, j.State, j.Reason,
-		j.RunnerName, j.Conclusion, j.DeliveryID, ms(j.QueuedAt), ms(j.StartedAt), ms(j.CompletedAt))
+		j.RunnerName, j.Conclusion, j.DeliveryID, ms(j.QueuedAt), ms(j.StartedAt), ms(j.CompletedAt), j.Attempts)
 	if err != nil {
 		return fmt.Errorf("put job %d: %w", j.ID, err)
 	}

@@ -132,3 +132,27 @@ func (s *Store) Runners(ctx context.Context, limit int) ([]Runner, error) {
 	}
 	return out, nil
 }
+
+// Org is an organization reached through an installation of the App.
+type Org struct {
+	InstallationID int64
+	Login          string
+}
+
+// Orgs returns the organizations we launched runners for.
+func (t *Tx) Orgs() ([]Org, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM runners ORDER BY org`)
+	if err != nil {
+		return nil, fmt.Errorf("orgs: %w", err)
+	}
+	defer rows.Close()
+	var out []Org
+	for rows.Next() {
+		var o Org
+		if err := rows.Scan(&o.InstallationID, &o.Login); err != nil {
+			return nil, fmt.Errorf("orgs: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
