@@ -45,6 +45,7 @@ type fileConfig struct {
 		MaxInstances        int           `yaml:"max_instances"`
 		RegistrationTimeout time.Duration `yaml:"registration_timeout"`
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
+		MaxAttempts         int           `yaml:"max_attempts"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
 }
@@ -149,6 +150,7 @@ func loadConfig(path string) (*config, error) {
 		MaxInstances:        fc.Limits.MaxInstances,
 		RegistrationTimeout: fc.Limits.RegistrationTimeout,
 		MaxJobDuration:      fc.Limits.MaxJobDuration,
+		MaxAttempts:         fc.Limits.MaxAttempts,
 		NamePrefix:          fc.RunnerPrefix,
 		ReconcileInterval:   fc.ReconcileInterval,
 	}

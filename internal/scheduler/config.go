@@ -106,6 +106,9 @@ func (c Config) Validate() error {
 	if c.RegistrationTimeout < 0 || c.MaxJobDuration < 0 || c.ReconcileInterval < 0 || c.LaunchTimeout < 0 {
 		add("limits: durations must not be negative")
 	}
+	if c.MaxAttempts < 0 {
+		add("limits.max_attempts must not be negative")
+	}
 	if c.NamePrefix != "" && !namePrefix.MatchString(c.NamePrefix) {
 		add("runner_prefix %q: must start with a letter and hold at most 16 lowercase letters, digits and hyphens", c.NamePrefix)
 	}
