@@ -11,8 +11,8 @@ import (
 
 // Reconcile brings our state and LXD into line. It runs at start (when
 // launches may have been cut short by a crash) and on an interval:
-//   - a launch with no worker (interrupted) becomes a teardown, since we
-//     cannot know whether its runner got its config;
+//   - a launch with no worker (interrupted by a crash) is adopted when its
+//     instance runs, and torn down otherwise;
 //   - a started or busy runner whose instance is gone or stopped has ended:
 //     its GitHub record is removed and the row closed;
 //   - an instance carrying our keys that no live runner row owns is deleted.
@@ -61,6 +61,17 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 			running := ok && in.Status == "Running"
 			switch r.State {
 			case store.RunnerLaunching:
+				if running {
+					// Cut short after LXD took the start: the runner may have
+					// registered and even taken a job. Adopt it; the
+					// registration timer replaces it if it never comes online.
+					r.State, r.StartedAt = store.RunnerStarted, s.clock.Now()
+					s.log.Info().Str("pool", r.Pool).Str("instance", r.Name).Msg("reconcile: adopting a runner whose launch was interrupted")
+					if err := tx.PutRunner(r); err != nil {
+						return err
+					}
+					continue
+				}
 				r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeForce, "launch interrupted"
 			case store.RunnerStarted, store.RunnerBusy:
 				if running {

@@ -558,12 +558,26 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.lxd.instances["gha-linux-cut"] = Instance{Name: "gha-linux-cut", Owner: "gha-", Status: "Stopped"}
+	// One whose instance was started before the crash: adopted, not killed.
+	err = e.st.Update(context.Background(), func(tx *store.Tx) error {
+		return tx.PutRunner(store.Runner{Name: "gha-linux-adopt", Pool: "linux", Org: "acme", State: store.RunnerLaunching, CreatedAt: t0})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lxd.instances["gha-linux-adopt"] = Instance{Name: "gha-linux-adopt", Owner: "gha-", Status: "Running"}
+	e.deliver(ActionQueued, 1, "") // the job it was launched for, still queued
 	if err := e.s.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	e.settle()
-	if _, ok := e.lxd.instances["other-linux-1"]; !ok || e.lxd.count() != 1 {
-		t.Fatalf("instances left: %v, want only the other deployment's", e.lxd.instances)
+	_, other := e.lxd.instances["other-linux-1"]
+	_, adopted := e.lxd.instances["gha-linux-adopt"]
+	if !other || !adopted || e.lxd.count() != 2 {
+		t.Fatalf("instances left: %v, want the other deployment's and the adopted one", e.lxd.instances)
+	}
+	if s := e.runnersIn(store.RunnerStarted); len(s) != 1 || s[0].Name != "gha-linux-adopt" || e.lxd.creates != 0 {
+		t.Fatalf("started = %+v, launches = %d; want the adopted runner to cover the job", s, e.lxd.creates)
 	}
 	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 {
 		t.Fatalf("deleted rows = %+v", d)
