@@ -16,6 +16,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
@@ -26,6 +27,7 @@ type fileConfig struct {
 	StateDir          string        `yaml:"state_dir"`
 	RunnerPrefix      string        `yaml:"runner_prefix"`
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
 	GitHub            struct {
 		APIURL            string `yaml:"api_url"`
 		AppID             int64  `yaml:"app_id"`
@@ -74,6 +76,7 @@ type config struct {
 	GitHub        ghapp.Config
 	LXD           lxd.Config
 	Scheduler     scheduler.Config
+	Redeliver     redeliver.Config
 }
 
 const (
@@ -163,6 +166,10 @@ func loadConfig(path string) (*config, error) {
 		})
 	}
 	if err := c.Scheduler.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	c.Redeliver = redeliver.Config{Interval: fc.RedeliverInterval}.WithDefaults()
+	if err := c.Redeliver.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

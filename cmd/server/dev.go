@@ -143,7 +143,7 @@ func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, st
 	a, err := app.New(app.Config{WebhookSecret: secret, Scheduler: scheduler.Config{
 		MaxInstances: *maxInstances, NamePrefix: "dev" + suffix[:4] + "-", RegistrationTimeout: 2 * time.Minute,
 		Pools: []scheduler.Pool{{Name: "linux", Labels: labels, Image: alias, Profiles: []string{"default", profile}}},
-	}}, st, lx, gh, nil, log)
+	}}, app.Deps{Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
 	if err != nil {
 		return err
 	}

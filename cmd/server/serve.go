@@ -47,7 +47,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(app.Config{WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler}, st, lx, gh, nil, log)
+	a, err := app.New(app.Config{WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler, Redeliver: cfg.Redeliver},
+		app.Deps{Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/webhook"
@@ -24,7 +25,20 @@ import (
 type Config struct {
 	WebhookSecret   []byte
 	Scheduler       scheduler.Config
+	Redeliver       redeliver.Config
 	ShutdownTimeout time.Duration // for requests in flight; default 10s
+}
+
+// Deps are the service's built dependencies.
+type Deps struct {
+	Store     *store.Store
+	Instances scheduler.Instances
+	GitHub    scheduler.GitHub
+	// Deliveries lists and redelivers the App's webhook deliveries; nil
+	// turns the recovery of missed webhooks off.
+	Deliveries redeliver.Deliveries
+	Clock      scheduler.Clock // nil: the wall clock
+	Log        zerolog.Logger
 }
 
 // App is the running service.
@@ -32,22 +46,35 @@ type App struct {
 	cfg   Config
 	Store *store.Store
 	Sched *scheduler.Scheduler
+	redel *redeliver.Redeliverer // nil when off
 	mux   http.Handler
 	log   zerolog.Logger
 }
 
 // New builds the service.
-func New(cfg Config, st *store.Store, inst scheduler.Instances, gh scheduler.GitHub, clock scheduler.Clock, log zerolog.Logger) (*App, error) {
+func New(cfg Config, d Deps) (*App, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	sched, err := scheduler.New(cfg.Scheduler, st, inst, gh, clock, log)
+	log := d.Log
+	sched, err := scheduler.New(cfg.Scheduler, d.Store, d.Instances, d.GitHub, d.Clock, log)
 	if err != nil {
 		return nil, err
 	}
-	hook, err := webhook.New(cfg.WebhookSecret, st, sched.Notify, log)
+	hook, err := webhook.New(cfg.WebhookSecret, d.Store, sched.Notify, log)
 	if err != nil {
 		return nil, err
+	}
+	var redel *redeliver.Redeliverer
+	if d.Deliveries != nil {
+		var now func() time.Time
+		if d.Clock != nil {
+			now = d.Clock.Now
+		}
+		redel, err = redeliver.New(cfg.Redeliver, d.Deliveries, d.Store, now, log)
+		if err != nil {
+			return nil, err
+		}
 	}
 	r := chi.NewRouter()
 	r.Post("/webhook", hook.ServeHTTP)
@@ -55,7 +82,7 @@ func New(cfg Config, st *store.Store, inst scheduler.Instances, gh scheduler.Git
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return &App{cfg: cfg, Store: st, Sched: sched, mux: r, log: log.With().Str("component", "app").Logger()}, nil
+	return &App{cfg: cfg, Store: d.Store, Sched: sched, redel: redel, mux: r, log: log.With().Str("component", "app").Logger()}, nil
 }
 
 // Handler is the webhook listener's HTTP handler.
@@ -88,5 +115,8 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return a.Sched.Run(gctx) })
+	if a.redel != nil {
+		g.Go(func() error { return a.redel.Run(gctx) })
+	}
 	return g.Wait()
 }

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,4 +112,72 @@ func TestGitHubErrorsAndRateLimits(t *testing.T) {
 		t.Fatalf("%d requests during the fault window: a storm", n)
 	}
 	t.Logf("requests answered with a fault: %d", faulted.Load())
+}
+
+// The stand-in drops the queued deliveries of 3 jobs and lists them as
+// failed: the service redelivers them, and they run.
+func TestDroppedWebhooksAreRedelivered(t *testing.T) {
+	e := newEnv(t, options{top: "redeliver_interval: 1s"})
+	var dropped atomic.Int32
+	e.fake.DropWebhooks(func(event, action string, jobID int64) bool {
+		return action == "queued" && dropped.Add(1) <= 3
+	})
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		ids = append(ids, e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond}))
+	}
+	e.waitCompleted(ids...)
+	e.waitNoInstances()
+	if n := e.jitCalls(); n != 5 {
+		t.Fatalf("launches = %d, want 5", n)
+	}
+	var redelivered int
+	for _, d := range e.fake.Deliveries() {
+		if d.Redelivery {
+			redelivered++
+		}
+	}
+	if redelivered != 3 {
+		t.Fatalf("redeliveries = %d, want 3", redelivered)
+	}
+}
+
+// 40 jobs on 4 slots; the service is killed with SIGKILL twice at random
+// moments and restarted on the same state. Every job completes, each job
+// gets one runner, and nothing is left behind.
+func TestKillNineTwice(t *testing.T) {
+	e := newEnv(t, options{maxInstances: 4, top: "redeliver_interval: 1s\nreconcile_interval: 2s",
+		limits: "  registration_timeout: 20s"})
+	var ids []int64
+	for i := 0; i < 40; i++ {
+		ids = append(ids, e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app",
+			Duration: time.Duration(200+rand.IntN(600)) * time.Millisecond}))
+	}
+	for kill := 0; kill < 2; kill++ {
+		time.Sleep(time.Duration(2000+rand.IntN(4000)) * time.Millisecond)
+		e.stop(syscall.SIGKILL)
+		t.Logf("killed the service (%d jobs completed so far)", completed(e))
+		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond)
+		e.start()
+	}
+	e.waitCompleted(ids...)
+	e.waitNoInstances()
+	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
+	// One runner per job: count the runners that connected to the stand-in.
+	// (A JIT config whose instance was never created, because the kill came
+	// between the two, is removed and does not count.)
+	if n := e.fake.Requests()["POST /_fake/runner/connect"]; n != 40 {
+		t.Fatalf("runners that connected = %d, want 40; JIT configs = %d", n, e.jitCalls())
+	}
+	e.checkNoSecrets()
+}
+
+func completed(e *env) int {
+	n := 0
+	for _, j := range e.fake.Jobs() {
+		if j.Status == ghfake.StatusCompleted {
+			n++
+		}
+	}
+	return n
 }

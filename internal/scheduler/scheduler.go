@@ -30,6 +30,12 @@ func (realClock) Now() time.Time { return time.Now().UTC() }
 // RealClock is the wall clock.
 var RealClock Clock = realClock{}
 
+// stepCoalesce is how long a kick waits for more deliveries before a step.
+const stepCoalesce = 10 * time.Millisecond
+
+// maxApplyBatch caps the deliveries one step applies.
+const maxApplyBatch = 128
+
 // Scheduler owns the loop.
 type Scheduler struct {
 	cfg   Config
@@ -108,6 +114,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
+			// Coalesce a burst of deliveries into one step: each step is a
+			// transaction (and an fsync) that the webhook's group commit
+			// waits behind.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(stepCoalesce):
+			}
 		case <-tick.C:
 		case <-rec.C:
 			if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -125,22 +139,21 @@ func (s *Scheduler) Step(ctx context.Context) error {
 	now := s.clock.Now()
 	var launch []store.Runner
 	var teardown []store.Runner
+	more := false
 	err := s.st.Update(ctx, func(tx *store.Tx) error {
-		for {
-			pending, err := tx.PendingDeliveries(1000)
-			if err != nil {
+		// A bounded batch keeps the transaction short: while it is open, the
+		// webhook's group commit (so every webhook answer) waits for it.
+		pending, err := tx.PendingDeliveries(maxApplyBatch)
+		if err != nil {
+			return err
+		}
+		more = len(pending) == maxApplyBatch
+		for _, d := range pending {
+			if err := s.apply(tx, d, now); err != nil {
 				return err
 			}
-			for _, d := range pending {
-				if err := s.apply(tx, d, now); err != nil {
-					return err
-				}
-				if err := tx.MarkApplied(d.Seq); err != nil {
-					return err
-				}
-			}
-			if len(pending) < 1000 {
-				break
+			if err := tx.MarkApplied(d.Seq); err != nil {
+				return err
 			}
 		}
 		queued, err := tx.QueuedJobs()
@@ -190,6 +203,9 @@ func (s *Scheduler) Step(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("step: %w", err)
+	}
+	if more {
+		s.Notify()
 	}
 	for _, r := range launch {
 		s.log.Info().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Msg("launching runner")

@@ -104,10 +104,7 @@ func (s *Store) commit(batch []writeReq) {
 			return err
 		}
 		defer tx.Rollback()
-		stmt, err := tx.PrepareContext(ctx, insertDelivery)
-		if err != nil {
-			return err
-		}
+		stmt := tx.StmtContext(ctx, s.stmts[insertDelivery])
 		defer stmt.Close()
 		for i, r := range batch {
 			d := r.d
@@ -134,9 +131,7 @@ func (s *Store) commit(batch []writeReq) {
 
 // PendingDeliveries returns up to limit deliveries not yet applied, oldest first.
 func (t *Tx) PendingDeliveries(limit int) ([]Delivery, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT seq, delivery_id, action, job_id, run_id, installation_id,
-		org, repo, public, labels, runner_name, conclusion, received_at
-		FROM deliveries WHERE applied = 0 ORDER BY seq LIMIT ?`, limit)
+	rows, err := t.query(qPendingDeliveries, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending deliveries: %w", err)
 	}
@@ -159,7 +154,7 @@ func (t *Tx) PendingDeliveries(limit int) ([]Delivery, error) {
 
 // MarkApplied marks a delivery as applied by the scheduler.
 func (t *Tx) MarkApplied(seq int64) error {
-	_, err := t.tx.ExecContext(t.ctx, `UPDATE deliveries SET applied = 1 WHERE seq = ?`, seq)
+	_, err := t.exec(qMarkApplied, seq)
 	if err != nil {
 		return fmt.Errorf("mark delivery %d applied: %w", seq, err)
 	}
@@ -172,3 +167,10 @@ func (s *Store) CountDeliveries(ctx context.Context) (int, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM deliveries`).Scan(&n)
 	return n, err
 }
+
+const (
+	qPendingDeliveries = `SELECT seq, delivery_id, action, job_id, run_id, installation_id,
+		org, repo, public, labels, runner_name, conclusion, received_at
+		FROM deliveries WHERE applied = 0 ORDER BY seq LIMIT ?`
+	qMarkApplied = `UPDATE deliveries SET applied = 1 WHERE seq = ?`
+)

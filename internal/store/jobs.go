@@ -56,7 +56,7 @@ func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 
 // Job returns the job with the given id, or ErrNotFound.
 func (t *Tx) Job(id int64) (Job, error) {
-	j, err := scanJob(t.tx.QueryRowContext(t.ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	j, err := scanJob(t.queryRow(qJobByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, ErrNotFound
 	}
@@ -68,11 +68,7 @@ func (t *Tx) Job(id int64) (Job, error) {
 
 // PutJob inserts or replaces a job.
 func (t *Tx) PutJob(j Job) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO jobs (`+jobColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason,
-			pool = excluded.pool, runner_name = excluded.runner_name, conclusion = excluded.conclusion,
-			started_at = excluded.started_at, completed_at = excluded.completed_at, attempts = excluded.attempts`,
+	_, err := t.exec(qPutJob,
 		j.ID, j.RunID, j.InstallationID, j.Org, j.Repo, encodeLabels(j.Labels), j.Pool, j.State, j.Reason,
 		j.RunnerName, j.Conclusion, j.DeliveryID, ms(j.QueuedAt), ms(j.StartedAt), ms(j.CompletedAt), j.Attempts)
 	if err != nil {
@@ -83,11 +79,11 @@ func (t *Tx) PutJob(j Job) error {
 
 // QueuedJobs returns the jobs waiting for a runner, oldest first (FIFO).
 func (t *Tx) QueuedJobs() ([]Job, error) {
-	return t.jobs(`SELECT `+jobColumns+` FROM jobs WHERE state = ? ORDER BY queued_at, id`, JobQueued)
+	return t.jobs(qQueuedJobs, JobQueued)
 }
 
 func (t *Tx) jobs(query string, args ...any) ([]Job, error) {
-	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	rows, err := t.query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -113,3 +109,13 @@ func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
 	})
 	return out, err
 }
+
+const (
+	qJobByID = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`
+	qPutJob  = `INSERT INTO jobs (` + jobColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, reason = excluded.reason,
+			pool = excluded.pool, runner_name = excluded.runner_name, conclusion = excluded.conclusion,
+			started_at = excluded.started_at, completed_at = excluded.completed_at, attempts = excluded.attempts`
+	qQueuedJobs = `SELECT ` + jobColumns + ` FROM jobs WHERE state = ? ORDER BY queued_at, id`
+)

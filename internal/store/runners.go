@@ -64,7 +64,7 @@ func scanRunner(row interface{ Scan(...any) error }) (Runner, error) {
 
 // Runner returns the runner with the given name, or ErrNotFound.
 func (t *Tx) Runner(name string) (Runner, error) {
-	r, err := scanRunner(t.tx.QueryRowContext(t.ctx, `SELECT `+runnerColumns+` FROM runners WHERE name = ?`, name))
+	r, err := scanRunner(t.queryRow(qRunnerByName, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Runner{}, ErrNotFound
 	}
@@ -76,11 +76,7 @@ func (t *Tx) Runner(name string) (Runner, error) {
 
 // PutRunner inserts or replaces a runner.
 func (t *Tx) PutRunner(r Runner) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO runners (`+runnerColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET runner_id = excluded.runner_id, state = excluded.state,
-			reason = excluded.reason, delete_mode = excluded.delete_mode, started_at = excluded.started_at,
-			online_at = excluded.online_at, busy_at = excluded.busy_at, ended_at = excluded.ended_at`,
+	_, err := t.exec(qPutRunner,
 		r.Name, r.Pool, r.InstallationID, r.Org, r.JobID, r.RunnerID, r.State, r.Reason, r.DeleteMode,
 		ms(r.CreatedAt), ms(r.StartedAt), ms(r.OnlineAt), ms(r.BusyAt), ms(r.EndedAt))
 	if err != nil {
@@ -91,8 +87,7 @@ func (t *Tx) PutRunner(r Runner) error {
 
 // LiveRunners returns the runners whose instances may exist, oldest first.
 func (t *Tx) LiveRunners() ([]Runner, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+runnerColumns+` FROM runners
-		WHERE state NOT IN (?, ?) ORDER BY created_at, name`, RunnerDeleted, RunnerFailed)
+	rows, err := t.query(qLiveRunners, RunnerDeleted, RunnerFailed)
 	if err != nil {
 		return nil, fmt.Errorf("live runners: %w", err)
 	}
@@ -156,3 +151,14 @@ func (t *Tx) Orgs() ([]Org, error) {
 	}
 	return out, rows.Err()
 }
+
+const (
+	qRunnerByName = `SELECT ` + runnerColumns + ` FROM runners WHERE name = ?`
+	qPutRunner    = `INSERT INTO runners (` + runnerColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET runner_id = excluded.runner_id, state = excluded.state,
+			reason = excluded.reason, delete_mode = excluded.delete_mode, started_at = excluded.started_at,
+			online_at = excluded.online_at, busy_at = excluded.busy_at, ended_at = excluded.ended_at`
+	qLiveRunners = `SELECT ` + runnerColumns + ` FROM runners
+		WHERE state NOT IN (?, ?) ORDER BY created_at, name`
+)

@@ -27,6 +27,7 @@ var ErrNotFound = errors.New("not found")
 // Store is the SQLite state database.
 type Store struct {
 	db     *sql.DB
+	stmts  map[string]*sql.Stmt // the hot queries, prepared once
 	writes chan writeReq
 	stop   chan struct{}
 	done   chan struct{}
@@ -73,7 +74,18 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
+	stmts := map[string]*sql.Stmt{}
+	for _, q := range []string{insertDelivery, qPendingDeliveries, qMarkApplied, qJobByID, qPutJob, qQueuedJobs,
+		qRunnerByName, qPutRunner, qLiveRunners} {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open state %s: prepare: %w", path, err)
+		}
+		stmts[q] = st
+	}
 	s := &Store{
+		stmts:  stmts,
 		db:     db,
 		writes: make(chan writeReq, 4096),
 		stop:   make(chan struct{}),
@@ -87,6 +99,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
+	for _, st := range s.stmts {
+		st.Close()
+	}
 	return s.db.Close()
 }
 
@@ -146,7 +161,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(&Tx{tx: tx, ctx: ctx}); err != nil {
+	if err := fn(&Tx{tx: tx, ctx: ctx, s: s}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -163,13 +178,46 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&Tx{tx: tx, ctx: ctx})
+	return fn(&Tx{tx: tx, ctx: ctx, s: s})
 }
 
 // Tx is a transaction; the scheduler's reads and writes go through it.
 type Tx struct {
 	tx  *sql.Tx
 	ctx context.Context
+	s   *Store
+}
+
+// stmt returns q prepared on the transaction's connection: SQLite parses
+// and plans each hot query once per Store instead of once per call.
+func (t *Tx) stmt(q string) *sql.Stmt {
+	if t.s != nil {
+		if st, ok := t.s.stmts[q]; ok {
+			return t.tx.StmtContext(t.ctx, st)
+		}
+	}
+	return nil
+}
+
+func (t *Tx) query(q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(q); st != nil {
+		return st.QueryContext(t.ctx, args...)
+	}
+	return t.tx.QueryContext(t.ctx, q, args...)
+}
+
+func (t *Tx) queryRow(q string, args ...any) *sql.Row {
+	if st := t.stmt(q); st != nil {
+		return st.QueryRowContext(t.ctx, args...)
+	}
+	return t.tx.QueryRowContext(t.ctx, q, args...)
+}
+
+func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
+	if st := t.stmt(q); st != nil {
+		return st.ExecContext(t.ctx, args...)
+	}
+	return t.tx.ExecContext(t.ctx, q, args...)
 }
 
 func ms(t time.Time) int64 {

@@ -1,0 +1,376 @@
+// Package redeliver recovers workflow_job webhooks that never reached the
+// service. GitHub does not retry a failed delivery, so a job whose "queued"
+// webhook was lost (service down, 5xx) would wait forever. A Redeliverer
+// periodically lists the App's recent deliveries and asks GitHub to
+// redeliver the failed ones the store has not recorded. A redelivery keeps
+// its X-GitHub-Delivery GUID, so the store's dedupe still holds.
+package redeliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
+)
+
+// Defaults.
+const (
+	DefaultInterval    = time.Minute
+	DefaultLookback    = 6 * time.Hour
+	DefaultMaxPerRound = 50
+
+	// MinInterval keeps a misconfiguration from paging through hours of
+	// deliveries many times a second; tests use the minimum.
+	MinInterval = time.Second
+	MaxInterval = 24 * time.Hour
+	// MaxAttempts is how many times one GUID is redelivered before we give
+	// up on it: a delivery that fails again and again will not be fixed by
+	// more of the same.
+	MaxAttempts = 3
+)
+
+const (
+	eventWorkflowJob = "workflow_job"
+	// maxBackoffSteps caps the doubling of Run's wait after failed rounds.
+	maxBackoffSteps = 5
+	maxBackoff      = 30 * time.Minute
+	// maxRateWait bounds a rate-limit wait against a nonsensical reset time;
+	// GitHub's windows are at most an hour.
+	maxRateWait = time.Hour
+)
+
+// Config configures a Redeliverer. The zero value is valid.
+type Config struct {
+	Interval time.Duration // between rounds; default 1m
+	Lookback time.Duration // how far back to list deliveries; default 6h
+	// MaxPerRound caps redelivery requests per round (default 50), so a long
+	// outage does not earn a rate-limit ban; the rest wait for later rounds.
+	MaxPerRound int
+}
+
+// WithDefaults fills unset fields.
+func (c Config) WithDefaults() Config {
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Lookback == 0 {
+		c.Lookback = DefaultLookback
+	}
+	if c.MaxPerRound == 0 {
+		c.MaxPerRound = DefaultMaxPerRound
+	}
+	return c
+}
+
+// Validate reports every problem of a configuration with defaults applied.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Interval < MinInterval || c.Interval > MaxInterval {
+		errs = append(errs, fmt.Errorf("redeliver interval %s: must be between %s and %s", c.Interval, MinInterval, MaxInterval))
+	}
+	// A shorter lookback could let a delivery that failed just after one
+	// round fall out of the window before the next.
+	if c.Lookback < c.Interval {
+		errs = append(errs, fmt.Errorf("redeliver lookback %s: must be at least the interval (%s)", c.Lookback, c.Interval))
+	}
+	if c.MaxPerRound < 1 {
+		errs = append(errs, fmt.Errorf("redeliver max per round %d: must be at least 1", c.MaxPerRound))
+	}
+	return errors.Join(errs...)
+}
+
+// Deliveries is the part of GitHub the Redeliverer uses.
+type Deliveries interface {
+	// AppDeliveries lists attempts delivered at or after since, newest first.
+	AppDeliveries(ctx context.Context, since time.Time) ([]ghapp.Delivery, error)
+	Redeliver(ctx context.Context, id int64) error
+}
+
+// Seen tells which delivery GUIDs the service has recorded.
+type Seen interface {
+	SeenDeliveries(ctx context.Context, guids []string) (map[string]bool, error)
+}
+
+var _ Deliveries = (*ghapp.Client)(nil)
+
+// Result counts what one round found and did.
+type Result struct {
+	Listed      int // delivery attempts listed, all events
+	Failed      int // workflow_job GUIDs none of whose attempts succeeded
+	SkippedSeen int // of those, recorded by the service anyway (e.g. answered late)
+	Waiting     int // of those, redelivered recently: waiting before asking again
+	Redelivered int // redeliveries GitHub accepted this round
+	Deferred    int // left for a later round by MaxPerRound
+	GaveUp      int // GUIDs given up on this round (logged once each)
+}
+
+// tracked is what we remember of a GUID we asked GitHub to redeliver.
+type tracked struct {
+	attempts int
+	last     time.Time
+	gaveUp   bool
+}
+
+// Redeliverer asks GitHub to redeliver missed workflow_job webhooks.
+type Redeliverer struct {
+	cfg   Config
+	gh    Deliveries
+	seen  Seen
+	clock func() time.Time
+	log   zerolog.Logger
+	// sleep waits between Run's rounds; replaced in tests.
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu    sync.Mutex // one round at a time; guards asked
+	asked map[string]*tracked
+}
+
+// New builds a Redeliverer. clock may be nil (time.Now). It does no I/O.
+func New(cfg Config, d Deliveries, seen Seen, clock func() time.Time, log zerolog.Logger) (*Redeliverer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d == nil || seen == nil {
+		return nil, errors.New("redeliver: deliveries and seen are required")
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Redeliverer{
+		cfg: cfg, gh: d, seen: seen, clock: clock,
+		log:   log.With().Str("component", "redeliver").Logger(),
+		sleep: sleepCtx,
+		asked: map[string]*tracked{},
+	}, nil
+}
+
+// Run does a round now and then every Interval until ctx ends. A failed
+// round is logged and the next one waits longer: doubling, or until
+// GitHub's rate limit resets.
+func (r *Redeliverer) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		res, err := r.Round(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.cfg.Interval
+		if err != nil {
+			failures++
+			wait = r.backoff(err, failures)
+			r.log.Warn().Err(err).Dur("retry_in", wait).Msg("redelivery round failed")
+		} else {
+			failures = 0
+		}
+		if res.Redelivered > 0 || res.GaveUp > 0 || res.Deferred > 0 {
+			r.log.Info().Int("listed", res.Listed).Int("failed", res.Failed).Int("redelivered", res.Redelivered).
+				Int("skipped_seen", res.SkippedSeen).Int("waiting", res.Waiting).Int("deferred", res.Deferred).
+				Int("gave_up", res.GaveUp).Msg("redelivery round")
+		}
+		if err := r.sleep(ctx, wait); err != nil {
+			return nil
+		}
+	}
+}
+
+// backoff is the wait after the n-th failed round in a row.
+func (r *Redeliverer) backoff(err error, n int) time.Duration {
+	d := min(r.cfg.Interval<<min(n, maxBackoffSteps), max(maxBackoff, r.cfg.Interval))
+	var rl *ghapp.RateLimitError
+	if errors.As(err, &rl) {
+		// RetryAt comes from GitHub's headers against the wall clock.
+		d = max(d, min(time.Until(rl.RetryAt), max(maxRateWait, r.cfg.Interval)))
+	}
+	return d
+}
+
+// guidState gathers the listed attempts of one GUID.
+type guidState struct {
+	guid        string
+	first       ghapp.Delivery // oldest attempt: orders the work
+	newest      ghapp.Delivery // the one to redeliver
+	redelivered int            // listed attempts that were redeliveries
+	succeeded   bool
+}
+
+// Round lists recent deliveries and redelivers the workflow_job ones that
+// never succeeded and that the service has not recorded, oldest first.
+func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var res Result
+	now := r.clock()
+	list, err := r.gh.AppDeliveries(ctx, now.Add(-r.cfg.Lookback))
+	if err != nil {
+		return res, fmt.Errorf("redeliver: %w", err)
+	}
+	res.Listed = len(list)
+
+	byGUID := map[string]*guidState{}
+	for _, d := range list {
+		if d.Event != eventWorkflowJob || d.GUID == "" {
+			continue
+		}
+		g := byGUID[d.GUID]
+		if g == nil {
+			g = &guidState{guid: d.GUID, first: d, newest: d}
+			byGUID[d.GUID] = g
+		}
+		if later(d, g.newest) {
+			g.newest = d
+		}
+		if later(g.first, d) {
+			g.first = d
+		}
+		if d.Redelivery {
+			g.redelivered++
+		}
+		if !d.Failed() {
+			g.succeeded = true
+		}
+	}
+	var failed []*guidState
+	for _, g := range byGUID {
+		if !g.succeeded {
+			failed = append(failed, g)
+		}
+	}
+	// Forget GUIDs that recovered or left the window.
+	for guid := range r.asked {
+		if g := byGUID[guid]; g == nil || g.succeeded {
+			delete(r.asked, guid)
+		}
+	}
+	res.Failed = len(failed)
+	if len(failed) == 0 {
+		return res, nil
+	}
+
+	guids := make([]string, len(failed))
+	for i, g := range failed {
+		guids[i] = g.guid
+	}
+	seen, err := r.seen.SeenDeliveries(ctx, guids)
+	if err != nil {
+		return res, fmt.Errorf("redeliver: %w", err)
+	}
+	slices.SortFunc(failed, func(a, b *guidState) int {
+		switch {
+		case later(b.first, a.first):
+			return -1
+		case later(a.first, b.first):
+			return 1
+		}
+		return 0
+	})
+
+	var errs []error
+	var limited error // GitHub rate-limited us: ask no more this round
+	requests := 0
+	for _, g := range failed {
+		if seen[g.guid] {
+			// Recorded, but answered too late or with an error: nothing
+			// is missing.
+			res.SkippedSeen++
+			delete(r.asked, g.guid)
+			continue
+		}
+		t := r.asked[g.guid]
+		if t == nil {
+			t = &tracked{}
+		}
+		if t.gaveUp {
+			continue
+		}
+		// The listing remembers redeliveries across restarts; our map
+		// remembers those GitHub has not attempted yet.
+		attempts, last := max(t.attempts, g.redelivered), t.last
+		if last.IsZero() && g.newest.Redelivery {
+			last = g.newest.DeliveredAt
+		}
+		if attempts > 0 && now.Sub(last) < r.spacing(attempts) {
+			res.Waiting++
+			continue
+		}
+		log := r.log.With().Str("delivery_guid", g.guid).Str("action", g.newest.Action).
+			Int64("delivery_id", g.newest.ID).Logger()
+		if attempts >= MaxAttempts {
+			t.gaveUp = true
+			r.asked[g.guid] = t
+			res.GaveUp++
+			log.Error().Int("attempts", attempts).Time("first_delivered_at", g.first.DeliveredAt).Str("status", g.newest.Status).
+				Msg("webhook still not delivered after redeliveries; giving up: its job may need a re-run")
+			continue
+		}
+		if requests >= r.cfg.MaxPerRound || limited != nil {
+			res.Deferred++
+			continue
+		}
+		requests++
+		err := r.gh.Redeliver(ctx, g.newest.ID)
+		var rl *ghapp.RateLimitError
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return res, fmt.Errorf("redeliver: %w", ctx.Err())
+		case errors.As(err, &rl):
+			// Refused outright, so not an attempt; the rest would be
+			// refused too.
+			limited = err
+			res.Deferred++
+			continue
+		}
+		// A failed request counts too: GitHub may have acted on it, and
+		// a GUID must not be retried without bound.
+		t.attempts, t.last = attempts+1, now
+		r.asked[g.guid] = t
+		if err != nil {
+			log.Warn().Err(err).Msg("redelivery request failed")
+			errs = append(errs, err)
+			continue
+		}
+		res.Redelivered++
+		log.Info().Int("attempt", t.attempts).Time("first_delivered_at", g.first.DeliveredAt).
+			Msg("asked github to redeliver a missed webhook")
+	}
+	if limited != nil {
+		errs = append([]error{limited}, errs...)
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("redeliver: %d of %d requests failed: %w", len(errs), requests, errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// spacing is how long to wait after the n-th redelivery before asking again
+// (or giving up): long enough for GitHub to attempt it, growing each time.
+func (r *Redeliverer) spacing(n int) time.Duration {
+	return r.cfg.Interval << min(n, 10)
+}
+
+// later reports whether a was delivered after b; ids break ties, since
+// GitHub's timestamps have one-second resolution.
+func later(a, b ghapp.Delivery) bool {
+	if !a.DeliveredAt.Equal(b.DeliveredAt) {
+		return a.DeliveredAt.After(b.DeliveredAt)
+	}
+	return a.ID > b.ID
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
