@@ -34,6 +34,7 @@ type fileConfig struct {
 		PrivateKeyFile    string `yaml:"private_key_file"`
 		WebhookSecretFile string `yaml:"webhook_secret_file"`
 		RunnerGroup       string `yaml:"runner_group"`
+		JITPerMinute      int    `yaml:"jit_per_minute"`
 	} `yaml:"github"`
 	LXD struct {
 		Socket     string `yaml:"socket"`
@@ -131,7 +132,11 @@ func loadConfig(path string) (*config, error) {
 	if gh.WebhookSecretFile != "" && len(c.WebhookSecret) == 0 && len(errs) == 0 {
 		add("github.webhook_secret_file %s: empty", gh.WebhookSecretFile)
 	}
-	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, PrivateKey: key, RunnerGroup: gh.RunnerGroup}
+	if gh.JITPerMinute < 0 {
+		add("github.jit_per_minute must not be negative")
+	}
+	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, PrivateKey: key, RunnerGroup: gh.RunnerGroup,
+		JITPerMinute: gh.JITPerMinute}
 
 	l := fc.LXD
 	c.LXD = lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project}

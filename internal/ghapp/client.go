@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
@@ -59,7 +60,18 @@ type Config struct {
 	// Transport is the base round tripper; default a clone of
 	// http.DefaultTransport.
 	Transport http.RoundTripper
+	// JITPerMinute caps JIT config requests (writes), so that a burst of
+	// queued jobs stays under GitHub's secondary limit of about 180 content
+	// writes a minute. Default 150; JITBurst (default 10) may go at once.
+	JITPerMinute int
+	JITBurst     int
 }
+
+// Defaults of the JIT rate limiter.
+const (
+	DefaultJITPerMinute = 150
+	DefaultJITBurst     = 10
+)
 
 // Validate reports every problem with the config; it never echoes the key.
 func (c Config) Validate() error {
@@ -117,6 +129,7 @@ type Client struct {
 	retry     retryPolicy
 	pageSize  int
 	sleep     func(ctx context.Context, d time.Duration) error
+	jitLimit  *rate.Limiter
 
 	mu     sync.Mutex
 	inst   map[int64]*github.Client // one per installation; holds its token
@@ -167,6 +180,14 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if c.groupName == "" {
 		c.groupName = defaultRunnerGroup
 	}
+	perMin, burst := cfg.JITPerMinute, cfg.JITBurst
+	if perMin <= 0 {
+		perMin = DefaultJITPerMinute
+	}
+	if burst <= 0 {
+		burst = DefaultJITBurst
+	}
+	c.jitLimit = rate.NewLimiter(rate.Limit(float64(perMin)/60), burst)
 	if c.timeout == 0 {
 		c.timeout = defaultTimeout
 	}
@@ -233,6 +254,11 @@ func (c *Client) GenerateJITConfig(ctx context.Context, req scheduler.JITRequest
 	groupID, err := c.runnerGroupID(ctx, req.InstallationID, req.Org)
 	if err != nil {
 		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s: %w", req.Name, err)
+	}
+	// Wait for a token of the write budget; a ctx that ends first fails the
+	// launch, which backs off and retries: no request is sent.
+	if err := c.jitLimit.Wait(ctx); err != nil {
+		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s: rate limiter: %w", req.Name, err)
 	}
 	var out *github.JITRunnerConfig
 	err = c.call(ctx, "generate jit config", req.InstallationID, false, func(ctx context.Context, gh *github.Client) (*github.Response, error) {

@@ -577,3 +577,21 @@ func TestWarnsWhenGroupAllowsPublicRepositories(t *testing.T) {
 		}
 	}
 }
+
+// A burst of launches stays within the JIT write budget: past the burst,
+// requests wait for tokens instead of reaching GitHub.
+func TestJITRateLimiter(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.JITPerMinute, c.JITBurst = 1, 3 })
+	for i := 0; i < 3; i++ {
+		e.jit(fmt.Sprintf("burst-%d", i), "self-hosted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := e.c.GenerateJITConfig(ctx, scheduler.JITRequest{InstallationID: instID, Org: org, Name: "over-budget", Labels: []string{"x"}})
+	if err == nil {
+		t.Fatal("a fourth JIT config within the minute was not held back")
+	}
+	if n := e.fake.Requests()["POST /orgs/{org}/actions/runners/generate-jitconfig"]; n != 3 {
+		t.Fatalf("JIT requests that reached GitHub = %d, want 3", n)
+	}
+}

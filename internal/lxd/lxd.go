@@ -241,7 +241,8 @@ func instanceConfig(spec scheduler.InstanceSpec) map[string]string {
 	cfg[scheduler.KeyJITConfig] = spec.JITConfig.Reveal()
 	// An explicit "" stops a copy from inheriting the source's value (LXD
 	// then drops the key): a template's labels must not pass for the copy's.
-	for _, k := range []string{scheduler.KeyOwner, scheduler.KeyPool, scheduler.KeyJobID, scheduler.KeyRunnerID} {
+	for _, k := range []string{scheduler.KeyOwner, scheduler.KeyPool, scheduler.KeyJobID, scheduler.KeyRunnerID,
+		scheduler.KeyOrg, scheduler.KeyInstall} {
 		if _, ok := cfg[k]; !ok {
 			cfg[k] = ""
 		}
@@ -379,6 +380,8 @@ func toInstance(inst api.Instance) scheduler.Instance {
 	}
 	out.JobID = parseID(inst.Config[scheduler.KeyJobID])
 	out.RunnerID = parseID(inst.Config[scheduler.KeyRunnerID])
+	out.Org = inst.Config[scheduler.KeyOrg]
+	out.InstallID = parseID(inst.Config[scheduler.KeyInstall])
 	if v, err := time.Parse(time.RFC3339, inst.Config[scheduler.KeyCreatedAt]); err == nil {
 		out.CreatedAt = v.UTC()
 	}

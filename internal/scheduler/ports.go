@@ -19,7 +19,9 @@ const (
 	KeyJobID     = "user.runner.job-id"     // the job whose queued event caused the launch
 	KeyCreatedAt = "user.runner.created-at" // RFC 3339, UTC
 	KeyRunnerID  = "user.runner.runner-id"  // GitHub runner id of the JIT runner
-	KeyJITConfig = "user.runner.jitconfig"  // read from inside through /dev/lxd/sock
+	KeyOrg       = "user.runner.org"        // organization the runner is registered in
+	KeyInstall   = "user.runner.installation-id"
+	KeyJITConfig = "user.runner.jitconfig" // read from inside through /dev/lxd/sock
 )
 
 // ErrNotFound is returned by Instances and GitHub implementations when the
@@ -60,6 +62,8 @@ type Instance struct {
 	Pool      string
 	JobID     int64
 	RunnerID  int64
+	Org       string
+	InstallID int64
 	Status    string // LXD status: "Running", "Stopped", ...
 	CreatedAt time.Time
 }

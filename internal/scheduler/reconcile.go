@@ -95,6 +95,19 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		if owned[in.Name] || busyWorkers[in.Name] {
 			continue
 		}
+		// The state may have been lost or restored: an instance it does not
+		// know can still hold a runner that is running a job. Ask GitHub.
+		if in.RunnerID != 0 && in.Org != "" && in.InstallID != 0 {
+			st, err := s.gh.Runner(ctx, in.InstallID, in.Org, in.RunnerID)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: cannot check an unknown instance's runner; left for the next round")
+				continue
+			}
+			if err == nil && st.Busy {
+				s.log.Info().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: unknown instance's runner is busy; left alone")
+				continue
+			}
+		}
 		s.log.Warn().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: deleting our instance that no live runner owns")
 		if err := s.lxd.Delete(ctx, in.Name); err != nil {
 			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")

@@ -348,6 +348,8 @@ func (s *Scheduler) launch(r store.Runner) {
 	cfg[KeyJobID] = strconv.FormatInt(r.JobID, 10)
 	cfg[KeyCreatedAt] = r.CreatedAt.UTC().Format(time.RFC3339)
 	cfg[KeyRunnerID] = strconv.FormatInt(jit.RunnerID, 10)
+	cfg[KeyOrg] = r.Org
+	cfg[KeyInstall] = strconv.FormatInt(r.InstallationID, 10)
 	spec := InstanceSpec{
 		Name: r.Name, Image: pool.Image, SourceInstance: pool.SourceInstance, Type: pool.Type,
 		Architecture: pool.Architecture, Target: pool.Target, Profiles: pool.Profiles,

@@ -59,7 +59,8 @@ func (m *memLXD) Create(ctx context.Context, spec InstanceSpec) error {
 		return fmt.Errorf("instance %s exists", spec.Name)
 	}
 	m.creates++
-	m.instances[spec.Name] = Instance{Name: spec.Name, Owner: spec.Config[KeyOwner], Pool: spec.Config[KeyPool], Status: "Running"}
+	m.instances[spec.Name] = Instance{Name: spec.Name, Owner: spec.Config[KeyOwner], Pool: spec.Config[KeyPool], Status: "Running",
+		RunnerID: parseInt(spec.Config[KeyRunnerID]), Org: spec.Config[KeyOrg], InstallID: parseInt(spec.Config[KeyInstall])}
 	m.specs[spec.Name] = spec
 	m.peak = max(m.peak, len(m.instances))
 	return nil
@@ -548,6 +549,10 @@ func TestReconcile(t *testing.T) {
 	e := newEnv(t, testConfig())
 	// An instance of ours that the state does not know.
 	e.lxd.instances["gha-linux-ghost"] = Instance{Name: "gha-linux-ghost", Owner: "gha-", Status: "Running"}
+	// Unknown to the state but its runner is running a job: left alone.
+	e.gh.runners[77] = &memRunner{name: "gha-linux-working", online: true, busy: true}
+	e.lxd.instances["gha-linux-working"] = Instance{Name: "gha-linux-working", Owner: "gha-", Status: "Running",
+		RunnerID: 77, Org: "acme", InstallID: 1}
 	// One of another deployment sharing the LXD project: not ours to touch.
 	e.lxd.instances["other-linux-1"] = Instance{Name: "other-linux-1", Owner: "other-", Status: "Running"}
 	// A launch interrupted by a crash: a row in launching with no worker.
@@ -573,8 +578,9 @@ func TestReconcile(t *testing.T) {
 	e.settle()
 	_, other := e.lxd.instances["other-linux-1"]
 	_, adopted := e.lxd.instances["gha-linux-adopt"]
-	if !other || !adopted || e.lxd.count() != 2 {
-		t.Fatalf("instances left: %v, want the other deployment's and the adopted one", e.lxd.instances)
+	_, working := e.lxd.instances["gha-linux-working"]
+	if !other || !adopted || !working || e.lxd.count() != 3 {
+		t.Fatalf("instances left: %v, want the other deployment's, the adopted and the busy one", e.lxd.instances)
 	}
 	if s := e.runnersIn(store.RunnerStarted); len(s) != 1 || s[0].Name != "gha-linux-adopt" || e.lxd.creates != 0 {
 		t.Fatalf("started = %+v, launches = %d; want the adopted runner to cover the job", s, e.lxd.creates)
@@ -663,4 +669,10 @@ func TestJobGivenUpAfterMaxAttempts(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "job given up") {
 		t.Fatal("no log line says the job was given up")
 	}
+}
+
+func parseInt(s string) int64 {
+	var v int64
+	fmt.Sscan(s, &v)
+	return v
 }
