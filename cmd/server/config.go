@@ -64,6 +64,8 @@ type poolConfig struct {
 	Profiles                []string          `yaml:"profiles"`
 	Config                  map[string]string `yaml:"config"`
 	MaxInstances            int               `yaml:"max_instances"`
+	MinIdle                 int               `yaml:"min_idle"`
+	MaxIdleAge              time.Duration     `yaml:"max_idle_age"`
 	AllowPublicRepositories bool              `yaml:"allow_public_repositories"`
 	Repositories            []string          `yaml:"repositories"`
 }
@@ -166,8 +168,9 @@ func loadConfig(path string) (*config, error) {
 		c.Scheduler.Pools = append(c.Scheduler.Pools, scheduler.Pool{
 			Name: p.Name, Labels: p.Labels, Image: p.Image, SourceInstance: p.SourceInstance, Type: p.Type,
 			Architecture: p.Architecture, Target: p.Target, Profiles: p.Profiles, Config: p.Config,
-			MaxInstances: p.MaxInstances, AllowPublicRepositories: p.AllowPublicRepositories,
-			Repositories: p.Repositories,
+			MaxInstances: p.MaxInstances, MinIdle: p.MinIdle, MaxIdleAge: p.MaxIdleAge,
+			AllowPublicRepositories: p.AllowPublicRepositories,
+			Repositories:            p.Repositories,
 		})
 	}
 	if err := c.Scheduler.Validate(); err != nil {

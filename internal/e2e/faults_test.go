@@ -181,3 +181,45 @@ func completed(e *env) int {
 	}
 	return n
 }
+
+// A warm pool keeps two idle runners; a job is taken by one of them with
+// no launch in between, and the pool refills.
+func TestWarmPool(t *testing.T) {
+	e := newEnv(t, options{extraPool: "    min_idle: 2"})
+	// The warm pool serves organizations the service has seen jobs from.
+	first := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond})
+	e.waitCompleted(first)
+	idle := func() int {
+		n := 0
+		for _, r := range e.fake.Runners() {
+			if r.Status == "online" && !r.Busy {
+				n++
+			}
+		}
+		return n
+	}
+	e.eventually("two idle runners at rest", time.Minute, func() bool { return idle() == 2 && len(e.instances()) == 2 })
+	before := e.jitCalls()
+	time.Sleep(2 * time.Second)
+	if e.jitCalls() != before || len(e.instances()) != 2 {
+		t.Fatalf("the pool at rest still launches: %d -> %d JIT configs", before, e.jitCalls())
+	}
+
+	id := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 3 * time.Second})
+	j, err := e.fake.WaitJob(e.ctx, id, func(j ghfake.JobView) bool { return j.Status != ghfake.StatusQueued })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait := j.StartedAt.Sub(j.CreatedAt); wait > time.Second {
+		t.Logf("note: the job waited %v for a warm runner", wait)
+	}
+	// It ran on a runner that existed before it was queued.
+	if j.RunnerName == "" || e.fake.Requests()[jitRoute] > before+1 {
+		t.Fatalf("job ran on %q after %d new launches", j.RunnerName, e.jitCalls()-before)
+	}
+	e.waitCompleted(id)
+	e.eventually("the pool refilled", time.Minute, func() bool { return idle() == 2 && len(e.instances()) == 2 })
+	if n := e.jitCalls(); n != before+1 {
+		t.Fatalf("JIT configs = %d, want %d (one refill)", n, before+1)
+	}
+}

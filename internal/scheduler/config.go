@@ -21,6 +21,11 @@ type Pool struct {
 	Profiles       []string
 	Config         map[string]string
 	MaxInstances   int // 0: only the global limit applies
+	// MinIdle keeps this many registered, idle runners ready per
+	// organization that the service has launched for (a warm pool).
+	MinIdle int
+	// MaxIdleAge recycles a runner idle this long, so none lives for days.
+	MaxIdleAge time.Duration
 
 	AllowPublicRepositories bool
 	Repositories            []string // optional allow-list: "owner/name" or "name"
@@ -52,6 +57,7 @@ const (
 	DefaultMaxBackoff          = 2 * time.Minute
 	DefaultShutdownGrace       = 15 * time.Second
 	DefaultMaxAttempts         = 3
+	DefaultMaxIdleAge          = time.Hour
 )
 
 // WithDefaults fills unset fields.
@@ -86,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	for i := range c.Pools {
 		if c.Pools[i].Type == "" {
 			c.Pools[i].Type = "container"
+		}
+		if c.Pools[i].MaxIdleAge == 0 {
+			c.Pools[i].MaxIdleAge = DefaultMaxIdleAge
 		}
 	}
 	return c
@@ -146,6 +155,12 @@ func (c Config) Validate() error {
 		}
 		if p.MaxInstances < 0 {
 			add("%s: max_instances must not be negative", where)
+		}
+		if p.MinIdle < 0 || p.MaxIdleAge < 0 {
+			add("%s: min_idle and max_idle_age must not be negative", where)
+		}
+		if p.MaxInstances > 0 && p.MinIdle > p.MaxInstances {
+			add("%s: min_idle (%d) exceeds the pool's max_instances (%d)", where, p.MinIdle, p.MaxInstances)
 		}
 		for k := range p.Config {
 			if strings.HasPrefix(k, "user.runner.") {

@@ -31,10 +31,11 @@ type Snapshot struct {
 	Queued    []store.Job    // jobs waiting for a runner, oldest first
 	Runners   []store.Runner // live runners
 	NotBefore map[string]time.Time
+	Orgs      []store.Org // organizations that warm pools keep runners for
 }
 
 // Launch asks for one runner in a pool, for the org and installation of
-// the queued job that caused it.
+// the queued job that caused it (JobID 0 for a warm pool's runner).
 type Launch struct {
 	Pool           string
 	Org            string
@@ -84,6 +85,7 @@ func Decide(cfg Config, s Snapshot) Decision {
 	// Launch for the oldest queued jobs first (FIFO across pools). A job
 	// already covered by an unassigned runner of its pool needs nothing.
 	covered := map[bucket]int{}
+	launched := map[bucket]int{}
 	for _, j := range s.Queued {
 		b := bucket{j.Pool, j.Org}
 		queued[b]++
@@ -109,15 +111,42 @@ func Decide(cfg Config, s Snapshot) Decision {
 		launching++
 		poolTotal[p.Name]++
 		covered[b]++
+		launched[b]++
 	}
 
-	// Surplus: more unassigned runners than queued jobs. Only started
-	// runners are candidates (a launching one is still being made), the
-	// newest first, since the oldest is likeliest to be online already.
+	// Warm pools: min_idle unassigned runners beyond the queued jobs, per
+	// organization, after the queued jobs had their turn at the limits.
+	warm := map[bucket]int{}
+	for _, o := range s.Orgs {
+		for i := range cfg.Pools {
+			p := &cfg.Pools[i]
+			if p.MinIdle == 0 {
+				continue
+			}
+			b := bucket{p.Name, o.Login}
+			warm[b] = p.MinIdle
+			for unassigned[b]+launched[b] < queued[b]+p.MinIdle {
+				if s.Now.Before(s.NotBefore[p.Name]) || total >= cfg.MaxInstances || launching >= cfg.MaxLaunching ||
+					(p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances) {
+					break
+				}
+				d.Launches = append(d.Launches, Launch{Pool: p.Name, Org: o.Login, InstallationID: o.InstallationID})
+				total++
+				launching++
+				poolTotal[p.Name]++
+				launched[b]++
+			}
+		}
+	}
+
+	// Surplus: more unassigned runners than queued jobs (plus the warm
+	// target). Only started runners are candidates (a launching one is
+	// still being made), the newest first, since the oldest is likeliest
+	// to be online already.
 	surplus := map[bucket]int{}
 	for b, n := range unassigned {
-		if n > queued[b] {
-			surplus[b] = n - queued[b]
+		if n > queued[b]+warm[b] {
+			surplus[b] = n - queued[b] - warm[b]
 		}
 	}
 	for i := len(s.Runners) - 1; i >= 0; i-- {
@@ -140,6 +169,11 @@ func Decide(cfg Config, s Snapshot) Decision {
 		case r.State == store.RunnerBusy && cfg.MaxJobDuration > 0 && !s.Now.Before(r.BusyAt.Add(cfg.MaxJobDuration)):
 			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeForce,
 				Reason: "job ran past max_job_duration"})
+		case r.State == store.RunnerStarted && !alreadyTorn(d, r.Name) && idleTooLong(cfg, r, s.Now):
+			// Recycled like a surplus runner: GitHub is asked first, so one
+			// that just took a job is kept. Its replacement comes next step.
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeSurplus,
+				Reason: "idle longer than max_idle_age"})
 		}
 	}
 	return d
@@ -152,4 +186,9 @@ func alreadyTorn(d Decision, name string) bool {
 		}
 	}
 	return false
+}
+
+func idleTooLong(cfg Config, r store.Runner, now time.Time) bool {
+	p := cfg.pool(r.Pool)
+	return p != nil && p.MaxIdleAge > 0 && !r.StartedAt.IsZero() && !now.Before(r.StartedAt.Add(p.MaxIdleAge))
 }

@@ -219,3 +219,50 @@ func TestDecidePerOrg(t *testing.T) {
 		t.Fatalf("acme's idle runner is surplus; teardowns = %+v", d.Teardowns)
 	}
 }
+
+func TestDecideWarmPool(t *testing.T) {
+	cfg := testConfig()
+	cfg.Pools[0].MinIdle = 2
+	acme := []store.Org{{InstallationID: 1, Login: "acme"}}
+	tests := []struct {
+		name      string
+		snap      Snapshot
+		launches  int
+		teardowns map[string]int
+	}{
+		{"no org known yet: nothing to warm", Snapshot{Now: t0}, 0, nil},
+		{"empty pool fills to min_idle", Snapshot{Now: t0, Orgs: acme}, 2, nil},
+		{"queued jobs come on top of min_idle", Snapshot{Now: t0, Orgs: acme, Queued: queuedJobs("linux", 1)}, 3, nil},
+		{"warm runners at rest: nothing", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerStarted, 2)}, 0, nil},
+		{"one taken by a job: refill", Snapshot{Now: t0, Orgs: acme,
+			Runners: cat(runners("linux", store.RunnerStarted, 1), runners("linux", store.RunnerBusy, 1))}, 1, nil},
+		{"limits cap the warm pool", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerBusy, 3)}, 1, nil},
+		{"above min_idle: surplus", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerStarted, 3)},
+			0, map[string]int{ModeSurplus: 1}},
+		{"idle past max_idle_age: recycled", Snapshot{Now: t0.Add(DefaultMaxIdleAge), Orgs: acme,
+			Runners: onlineRunners("linux", 2)}, 0, map[string]int{ModeSurplus: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(cfg, tt.snap)
+			if len(d.Launches) != tt.launches {
+				t.Errorf("launches = %d, want %d", len(d.Launches), tt.launches)
+			}
+			got := map[string]int{}
+			for _, td := range d.Teardowns {
+				got[td.Mode]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(orEmpty(tt.teardowns)) {
+				t.Errorf("teardowns = %v, want %v", got, tt.teardowns)
+			}
+		})
+	}
+}
+
+func onlineRunners(pool string, n int) []store.Runner {
+	rs := runners(pool, store.RunnerStarted, n)
+	for i := range rs {
+		rs[i].OnlineAt = t0
+	}
+	return rs
+}

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +59,12 @@ type Scheduler struct {
 	retryAt  map[string]time.Time // runner name -> earliest next teardown attempt
 	failures map[string]int       // pool -> consecutive launch failures
 	notAfter map[string]time.Time // pool -> no launch before
+
+	// orgs that warm pools serve: loaded once, then grown by apply. Only
+	// the loop goroutine touches it.
+	orgs       map[store.Org]bool
+	orgsLoaded bool
+	warm       bool // some pool has min_idle
 }
 
 // New builds a scheduler. cfg is validated and defaulted here.
@@ -78,6 +86,8 @@ func New(cfg Config, st *store.Store, lxd Instances, gh GitHub, clock Clock, log
 		retryAt:  map[string]time.Time{},
 		failures: map[string]int{},
 		notAfter: map[string]time.Time{},
+		orgs:     map[store.Org]bool{},
+		warm:     slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
 	}, nil
 }
 
@@ -164,13 +174,33 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		var orgs []store.Org
+		if s.warm {
+			if !s.orgsLoaded {
+				known, err := tx.JobOrgs()
+				if err != nil {
+					return err
+				}
+				for _, o := range known {
+					s.orgs[o] = true
+				}
+				s.orgsLoaded = true
+			}
+			for _, j := range queued {
+				s.orgs[store.Org{InstallationID: j.InstallationID, Login: j.Org}] = true
+			}
+			for o := range s.orgs {
+				orgs = append(orgs, o)
+			}
+			slices.SortFunc(orgs, func(a, b store.Org) int { return strings.Compare(a.Login, b.Login) })
+		}
 		s.mu.Lock()
 		notBefore := make(map[string]time.Time, len(s.notAfter))
 		for k, v := range s.notAfter {
 			notBefore[k] = v
 		}
 		s.mu.Unlock()
-		dec := Decide(s.cfg, Snapshot{Now: now, Queued: queued, Runners: live, NotBefore: notBefore})
+		dec := Decide(s.cfg, Snapshot{Now: now, Queued: queued, Runners: live, NotBefore: notBefore, Orgs: orgs})
 
 		byName := make(map[string]store.Runner, len(live))
 		for _, r := range live {

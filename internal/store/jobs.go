@@ -119,3 +119,21 @@ const (
 			started_at = excluded.started_at, completed_at = excluded.completed_at, attempts = excluded.attempts`
 	qQueuedJobs = `SELECT ` + jobColumns + ` FROM jobs WHERE state = ? ORDER BY queued_at, id`
 )
+
+// JobOrgs returns the organizations whose jobs were routed to a pool.
+func (t *Tx) JobOrgs() ([]Org, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
+	if err != nil {
+		return nil, fmt.Errorf("job orgs: %w", err)
+	}
+	defer rows.Close()
+	var out []Org
+	for rows.Next() {
+		var o Org
+		if err := rows.Scan(&o.InstallationID, &o.Login); err != nil {
+			return nil, fmt.Errorf("job orgs: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
