@@ -28,6 +28,7 @@ type fileConfig struct {
 	RunnerPrefix      string        `yaml:"runner_prefix"`
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
+	Retention         time.Duration `yaml:"retention"`
 	GitHub            struct {
 		APIURL            string `yaml:"api_url"`
 		AppID             int64  `yaml:"app_id"`
@@ -163,6 +164,7 @@ func loadConfig(path string) (*config, error) {
 		MaxAttempts:         fc.Limits.MaxAttempts,
 		NamePrefix:          fc.RunnerPrefix,
 		ReconcileInterval:   fc.ReconcileInterval,
+		Retention:           fc.Retention,
 	}
 	for _, p := range fc.Pools {
 		c.Scheduler.Pools = append(c.Scheduler.Pools, scheduler.Pool{

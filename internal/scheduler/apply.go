@@ -40,13 +40,22 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 			log.Info().Str("state", job.State).Msg("job already known: duplicate or late queued event, nothing to do")
 			return nil
 		}
+		if err := tx.AddEvent(job.ID, d.ReceivedAt, "queued", "delivery "+d.DeliveryID); err != nil {
+			return err
+		}
 		pool, reason := s.cfg.route(d.Labels, d.Repo, d.Public)
 		if pool == nil {
 			job.State, job.Reason = store.JobIgnored, reason
 			log.Info().Strs("labels", d.Labels).Str("repo", d.Repo).Str("reason", reason).Msg("job ignored")
+			if err := tx.AddEvent(job.ID, d.ReceivedAt, "ignored", reason); err != nil {
+				return err
+			}
 		} else {
 			job.State, job.Pool = store.JobQueued, pool.Name
 			log.Info().Str("pool", pool.Name).Msg("job queued")
+			if err := tx.AddEvent(job.ID, d.ReceivedAt, "accepted", "pool "+pool.Name); err != nil {
+				return err
+			}
 		}
 		return tx.PutJob(job)
 
@@ -60,6 +69,9 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		job.State, job.RunnerName, job.StartedAt = store.JobInProgress, d.RunnerName, d.ReceivedAt
 		if err := tx.PutJob(job); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(job.ID, d.ReceivedAt, "in_progress", "runner "+d.RunnerName); err != nil {
 			return err
 		}
 		return s.claim(tx, log, d.RunnerName, now)
@@ -77,6 +89,9 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 			job.RunnerName = d.RunnerName
 		}
 		if err := tx.PutJob(job); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(job.ID, d.ReceivedAt, "completed", d.Conclusion); err != nil {
 			return err
 		}
 		if d.RunnerName == "" {

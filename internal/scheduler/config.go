@@ -44,6 +44,7 @@ type Config struct {
 	MaxBackoff          time.Duration // cap of the per-pool retry backoff
 	ShutdownGrace       time.Duration // how long workers may run on after shutdown starts
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
+	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
 }
 
 // Defaults.
@@ -58,6 +59,7 @@ const (
 	DefaultShutdownGrace       = 15 * time.Second
 	DefaultMaxAttempts         = 3
 	DefaultMaxIdleAge          = time.Hour
+	DefaultRetention           = 7 * 24 * time.Hour
 )
 
 // WithDefaults fills unset fields.
@@ -82,6 +84,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
@@ -114,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.RegistrationTimeout < 0 || c.MaxJobDuration < 0 || c.ReconcileInterval < 0 || c.LaunchTimeout < 0 {
 		add("limits: durations must not be negative")
+	}
+	if c.Retention != 0 && c.Retention < 72*time.Hour {
+		add("retention %s: keep at least 72h, since GitHub may redeliver a webhook for three days", c.Retention)
 	}
 	if c.MaxAttempts < 0 {
 		add("limits.max_attempts must not be negative")

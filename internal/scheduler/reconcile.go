@@ -113,6 +113,11 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")
 		}
 	}
+	if n, err := s.st.Prune(ctx, s.clock.Now().Add(-s.cfg.Retention)); err != nil {
+		s.log.Warn().Err(err).Msg("reconcile: prune old state")
+	} else if n > 0 {
+		s.log.Info().Int64("rows", n).Msg("reconcile: pruned state past retention")
+	}
 	var errs []error
 	for _, o := range orgs {
 		if err := s.reconcileRecords(ctx, o, owned, busyWorkers); err != nil {

@@ -214,12 +214,18 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			if err := tx.PutRunner(r); err != nil {
 				return err
 			}
+			if err := tx.AddEvent(l.JobID, now, "launched", "instance "+r.Name); err != nil {
+				return err
+			}
 			launch = append(launch, r)
 		}
 		for _, t := range dec.Teardowns {
 			r := byName[t.Runner]
 			r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, t.Mode, t.Reason
 			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+			if err := tx.AddEvent(s.jobOf(tx, r), now, "teardown", r.Name+": "+t.Reason); err != nil {
 				return err
 			}
 			byName[r.Name] = r
@@ -351,6 +357,7 @@ func (s *Scheduler) launch(r store.Runner) {
 		}); err != nil {
 			log.Error().Err(err).Msg("record failed launch")
 		}
+		s.event(r.JobID, "launch_failed", fmt.Sprintf("%s %s: %v; retry in %v", r.Name, stage, err, wait.Round(time.Second)))
 	}
 
 	jit, err := s.gh.GenerateJITConfig(ctx, JITRequest{
@@ -402,6 +409,7 @@ func (s *Scheduler) launch(r store.Runner) {
 		return
 	}
 	log.Info().Int64("runner_id", jit.RunnerID).Msg("runner started")
+	s.event(r.JobID, "runner_started", "instance "+r.Name)
 }
 
 // teardown deletes one runner as its mode demands. A failed attempt leaves
@@ -437,6 +445,7 @@ func (s *Scheduler) teardown(r store.Runner) {
 			return
 		}
 		log.Info().Str("state", state).Msg("teardown cancelled: " + why)
+		s.event(r.JobID, "teardown_cancelled", r.Name+": "+why)
 	}
 
 	switch r.DeleteMode {
@@ -504,6 +513,9 @@ func (s *Scheduler) teardown(r store.Runner) {
 	delete(s.retryAt, r.Name)
 	s.mu.Unlock()
 	log.Info().Str("reason", r.Reason).Msg("instance deleted")
+	var job int64
+	_ = s.st.View(ctx, func(tx *store.Tx) error { job = s.jobOf(tx, r); return nil })
+	s.event(job, "instance_deleted", r.Name+": "+r.Reason)
 }
 
 // countAttempt charges a runner that never came online to the job it was
@@ -525,6 +537,9 @@ func (s *Scheduler) countAttempt(r store.Runner, log zerolog.Logger) {
 			j.State = store.JobAbandoned
 			j.Reason = fmt.Sprintf("no runner came online within registration_timeout in %d attempts", j.Attempts)
 			log.Error().Int64("job_id", j.ID).Str("reason", j.Reason).Msg("job given up: check the pool's image and network")
+			if err := tx.AddEvent(j.ID, s.clock.Now(), "abandoned", j.Reason); err != nil {
+				return err
+			}
 		} else {
 			log.Warn().Int64("job_id", j.ID).Int("attempts", j.Attempts).Msg("runner never came online; launching a replacement")
 		}
@@ -532,5 +547,27 @@ func (s *Scheduler) countAttempt(r store.Runner, log zerolog.Logger) {
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("count launch attempt")
+	}
+}
+
+// jobOf returns the job a runner's timeline events belong to: the job that
+// ran on it if any, else the job whose queued event caused its launch.
+func (s *Scheduler) jobOf(tx *store.Tx, r store.Runner) int64 {
+	if j, err := tx.JobByRunner(r.Name); err == nil {
+		return j.ID
+	}
+	return r.JobID
+}
+
+// event appends to a job's timeline outside a step; a failure is logged,
+// since the timeline is for people and must not stop the work.
+func (s *Scheduler) event(jobID int64, kind, detail string) {
+	if jobID == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.work), 10*time.Second)
+	defer cancel()
+	if err := s.st.AddEvent(ctx, jobID, s.clock.Now(), kind, detail); err != nil {
+		s.log.Warn().Err(err).Int64("job_id", jobID).Msg("record timeline event")
 	}
 }

@@ -676,3 +676,37 @@ func parseInt(s string) int64 {
 	fmt.Sscan(s, &v)
 	return v
 }
+
+func TestJobTimeline(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	r := e.runnersIn(store.RunnerStarted)[0]
+	e.clock.Advance(time.Second)
+	e.deliver(ActionInProgress, 1, r.Name)
+	e.clock.Advance(time.Second)
+	e.deliver(ActionCompleted, 1, r.Name)
+	e.settle()
+	evs, err := e.st.JobEvents(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for i, ev := range evs {
+		kinds = append(kinds, ev.Kind)
+		if i > 0 && ev.At.Before(evs[i-1].At) {
+			t.Fatalf("events out of time order: %+v", evs)
+		}
+	}
+	want := "queued accepted launched runner_started in_progress completed instance_deleted"
+	if got := strings.Join(kinds, " "); got != want {
+		t.Fatalf("timeline = %s\nwant       %s", got, want)
+	}
+	// An ignored job says why.
+	e.deliver(ActionQueued, 2, "", "ubuntu-latest")
+	e.settle()
+	evs, _ = e.st.JobEvents(context.Background(), 2)
+	if len(evs) != 2 || evs[1].Kind != "ignored" || evs[1].Detail != ReasonNoPool {
+		t.Fatalf("ignored job timeline = %+v", evs)
+	}
+}

@@ -105,3 +105,54 @@ func TestRejectsBadOptions(t *testing.T) {
 		t.Fatal("synchronous=OFF accepted")
 	}
 }
+
+func TestPruneKeepsWhatIsStillNeeded(t *testing.T) {
+	st := open(t, t.TempDir())
+	defer st.Close()
+	ctx := context.Background()
+	old := time.Now().Add(-10 * 24 * time.Hour)
+	err := st.Update(ctx, func(tx *Tx) error {
+		for _, j := range []Job{
+			{ID: 1, State: JobCompleted, QueuedAt: old},
+			{ID: 2, State: JobQueued, QueuedAt: old}, // still waiting: kept
+			{ID: 3, State: JobCompleted, QueuedAt: time.Now()},
+		} {
+			if err := tx.PutJob(j); err != nil {
+				return err
+			}
+			if err := tx.AddEvent(j.ID, j.QueuedAt, "queued", ""); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutRunner(Runner{Name: "old", State: RunnerDeleted, CreatedAt: old}); err != nil {
+			return err
+		}
+		return tx.PutRunner(Runner{Name: "live", State: RunnerBusy, CreatedAt: old}) // live: kept
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	err = st.View(ctx, func(tx *Tx) error {
+		if _, err := tx.Job(1); err != ErrNotFound {
+			t.Errorf("old completed job kept: %v", err)
+		}
+		for _, id := range []int64{2, 3} {
+			if _, err := tx.Job(id); err != nil {
+				t.Errorf("job %d pruned: %v", id, err)
+			}
+		}
+		if _, err := tx.Runner("old"); err != ErrNotFound {
+			t.Errorf("old runner kept: %v", err)
+		}
+		if _, err := tx.Runner("live"); err != nil {
+			t.Errorf("live runner pruned: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
