@@ -631,3 +631,22 @@ func TestPublicJobsNeedAGroupThatAllowsThem(t *testing.T) {
 		})
 	}
 }
+
+// A busy runner that goes silent (its instance died) fails its job, as
+// GitHub fails a job whose runner lost communication.
+func TestLostRunnerFailsItsJob(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.RunnerLostAfter = 300 * time.Millisecond })
+	id := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}, Repo: "acme/a", Duration: time.Hour})
+	_, kill := startRunner(t, e.jit("doomed", "linux").GetEncodedJITConfig())
+	if _, err := e.srv.WaitJob(ctx(t), id, func(j JobView) bool { return j.Status == StatusInProgress }); err != nil {
+		t.Fatal(err)
+	}
+	kill()
+	j, err := e.srv.WaitJob(ctx(t), id, func(j JobView) bool { return j.Status == StatusCompleted })
+	if err != nil || j.Conclusion != ConclusionFailure {
+		t.Fatalf("job = %+v, %v; want completed as failure", j, err)
+	}
+	if len(e.srv.Runners()) != 0 {
+		t.Fatal("the lost runner's record is still there")
+	}
+}

@@ -16,6 +16,7 @@ const (
 
 	ConclusionSuccess   = "success"
 	ConclusionCancelled = "cancelled"
+	ConclusionFailure   = "failure" // e.g. the runner lost communication
 )
 
 // Why a runner was told to stop (the state its long poll reports).

@@ -55,7 +55,11 @@ type Options struct {
 	// RunnerOfflineAfter is how long a connected runner may go without
 	// polling before it reports "offline". Default 5s.
 	RunnerOfflineAfter time.Duration
-	Log                zerolog.Logger
+	// RunnerLostAfter is how long a busy runner may go unheard before its
+	// job fails, as GitHub fails a job whose runner lost communication.
+	// Default 15s.
+	RunnerLostAfter time.Duration
+	Log             zerolog.Logger
 }
 
 // Server is the stand-in. All methods are safe for concurrent use.
@@ -133,6 +137,9 @@ func New(opts Options) (*Server, error) {
 	if opts.RunnerOfflineAfter <= 0 {
 		opts.RunnerOfflineAfter = 5 * time.Second
 	}
+	if opts.RunnerLostAfter <= 0 {
+		opts.RunnerLostAfter = 15 * time.Second
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("ghfake: %w", err)
 	}
@@ -190,7 +197,8 @@ func New(opts Options) (*Server, error) {
 	s.next.delivery = 80000000
 
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go s.reapLostRunners()
 	go func() {
 		defer s.wg.Done()
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -341,4 +349,33 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 		"documentation_url": "https://docs.github.com/rest",
 		"status":            strconv.Itoa(status),
 	})
+}
+
+// reapLostRunners fails the job of a busy runner that has not been heard
+// from for RunnerLostAfter (its instance died), and drops the runner.
+func (s *Server) reapLostRunners() {
+	defer s.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		now := time.Now()
+		for _, r := range s.runners {
+			j := r.job
+			if r.removed || j == nil || j.status != StatusInProgress || r.polling > 0 || now.Sub(r.lastSeen) < s.opts.RunnerLostAfter {
+				continue
+			}
+			j.status, j.conclusion, j.completedAt = StatusCompleted, ConclusionFailure, now
+			s.log.Info().Int64("job_id", j.id).Str("runner_name", r.name).Msg("runner lost communication: job failed")
+			s.enqueueJobEventLocked(j, "completed")
+			s.removeRunnerLocked(r, stopDone)
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+	}
 }

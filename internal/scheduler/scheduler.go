@@ -338,17 +338,28 @@ func (s *Scheduler) launch(r store.Runner) {
 	fail := func(stage string, err error) {
 		wait := s.launchFailed(r.Pool)
 		log.Error().Err(err).Str("stage", stage).Dur("retry_in", wait).Msg("launch failed; the job stays queued")
-		// Clean-up runs even after the work context ended, briefly.
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(s.work), 20*time.Second)
-		defer ccancel()
-		if r.RunnerID != 0 {
-			if err := s.gh.RemoveRunner(cctx, r.InstallationID, r.Org, r.RunnerID); err != nil {
-				log.Warn().Err(err).Msg("remove runner record after failed launch")
-			}
-		}
+		s.event(r.JobID, "launch_failed", fmt.Sprintf("%s %s: %v; retry in %v", r.Name, stage, err, wait.Round(time.Second)))
 		if stage == "create" {
-			if err := s.lxd.Delete(cctx, r.Name); err != nil {
-				log.Warn().Err(err).Msg("delete instance after failed launch")
+			// The answer may be lost rather than the work: after an LXD
+			// restart, say, the instance can be running and its runner
+			// already holding a job. So it is torn down like a surplus
+			// runner: GitHub's record first, kept if GitHub says it is busy.
+			if err := s.update(r.Name, func(x *store.Runner) bool {
+				if x.State != store.RunnerLaunching {
+					return false // an in_progress event claimed it meanwhile
+				}
+				x.State, x.DeleteMode, x.Reason = store.RunnerDeleting, ModeSurplus, "launch failed: "+err.Error()
+				return true
+			}); err != nil {
+				log.Error().Err(err).Msg("record failed launch")
+			}
+			return
+		}
+		if r.RunnerID != 0 {
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(s.work), 20*time.Second)
+			defer ccancel()
+			if err := s.gh.RemoveRunner(cctx, r.InstallationID, r.Org, r.RunnerID); err != nil {
+				log.Warn().Err(err).Msg("remove runner record after failed launch; reconcile will retry")
 			}
 		}
 		if err := s.update(r.Name, func(x *store.Runner) bool {
@@ -357,7 +368,6 @@ func (s *Scheduler) launch(r store.Runner) {
 		}); err != nil {
 			log.Error().Err(err).Msg("record failed launch")
 		}
-		s.event(r.JobID, "launch_failed", fmt.Sprintf("%s %s: %v; retry in %v", r.Name, stage, err, wait.Round(time.Second)))
 	}
 
 	jit, err := s.gh.GenerateJITConfig(ctx, JITRequest{

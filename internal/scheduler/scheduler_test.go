@@ -97,6 +97,8 @@ type memGitHub struct {
 	jitCalls int
 	removes  int
 	failJIT  int
+	// busyOnCreate marks every new runner busy, as if it took a job at once.
+	busyOnCreate bool
 }
 
 func (g *memGitHub) GenerateJITConfig(_ context.Context, req JITRequest) (JITRunner, error) {
@@ -113,7 +115,7 @@ func (g *memGitHub) GenerateJITConfig(_ context.Context, req JITRequest) (JITRun
 		}
 	}
 	g.next++
-	g.runners[g.next] = &memRunner{name: req.Name}
+	g.runners[g.next] = &memRunner{name: req.Name, online: g.busyOnCreate, busy: g.busyOnCreate}
 	return JITRunner{RunnerID: g.next, Config: Secret("JITSECRET-" + req.Name)}, nil
 }
 
@@ -505,8 +507,10 @@ func TestLaunchFailuresRetryAndLoseNothing(t *testing.T) {
 	if e.lxd.creates != 1 {
 		t.Fatalf("launches = %d, want 1 after retries", e.lxd.creates)
 	}
-	if failed := e.runnersIn(store.RunnerFailed); len(failed) != 3 {
-		t.Fatalf("failed launches = %d, want 3", len(failed))
+	// The JIT failure made nothing; the two create failures were torn down
+	// the careful way (GitHub record first).
+	if failed, torn := e.runnersIn(store.RunnerFailed), e.runnersIn(store.RunnerDeleted); len(failed) != 1 || len(torn) != 2 {
+		t.Fatalf("failed = %d, torn down = %d; want 1, 2", len(failed), len(torn))
 	}
 	// The GitHub records of the two runners whose instance failed are gone.
 	e.gh.mu.Lock()
@@ -612,16 +616,28 @@ func TestShutdownCancelsStuckLaunchAfterGrace(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after the shutdown grace")
 	}
-	if f := e.runnersIn(store.RunnerFailed); len(f) != 1 {
-		t.Fatalf("the cut launch should be recorded as failed: %+v", e.runnersIn(""))
+	// The cut launch is to be torn down (GitHub record first) at the next
+	// start; its job stays queued.
+	if d := e.runnersIn(store.RunnerDeleting); len(d) != 1 || d[0].DeleteMode != ModeSurplus {
+		t.Fatalf("the cut launch should await a careful teardown: %+v", e.runnersIn(""))
 	}
 	if j := e.job(1); j.State != store.JobQueued {
 		t.Fatalf("job is %s, want still queued for the next start", j.State)
 	}
-	e.gh.mu.Lock()
-	defer e.gh.mu.Unlock()
-	if len(e.gh.runners) != 0 {
-		t.Fatal("the cut launch's GitHub runner record was left behind")
+	// The next start finishes the teardown and launches for the job again.
+	e.lxd.block = nil
+	next, err := New(cfg, e.st, e.lxd, e.gh, e.clock, zerolog.New(e.logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s = next
+	e.clock.Advance(DefaultMaxBackoff)
+	e.settle()
+	if d := e.runnersIn(store.RunnerDeleted); len(d) != 1 {
+		t.Fatalf("teardown not finished after restart: %+v", e.runnersIn(""))
+	}
+	if e.lxd.creates != 1 || len(e.runnersIn(store.RunnerStarted)) != 1 {
+		t.Fatalf("job not relaunched after restart: creates=%d", e.lxd.creates)
 	}
 }
 
@@ -708,5 +724,21 @@ func TestJobTimeline(t *testing.T) {
 	evs, _ = e.st.JobEvents(context.Background(), 2)
 	if len(evs) != 2 || evs[1].Kind != "ignored" || evs[1].Detail != ReasonNoPool {
 		t.Fatalf("ignored job timeline = %+v", evs)
+	}
+}
+
+// A create whose answer was lost while the runner started and took a job
+// (an LXD restart mid-start): the runner is kept, not killed.
+func TestFailedCreateWhoseRunnerHoldsAJobIsKept(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.lxd.failNext = 1
+	e.gh.busyOnCreate = true // GitHub says the runner took a job at once
+	e.deliver(ActionQueued, 1, "")
+	e.settle()
+	if busy := e.runnersIn(store.RunnerBusy); len(busy) != 1 {
+		t.Fatalf("the runner GitHub says is busy should be kept as busy: %+v", e.runnersIn(""))
+	}
+	if e.gh.removes != 0 {
+		t.Fatal("the busy runner's record was removed")
 	}
 }
