@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
@@ -29,6 +31,8 @@ type fileConfig struct {
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
 	Retention         time.Duration `yaml:"retention"`
+	AdminListen       string        `yaml:"admin_listen"`
+	AdminTokenFile    string        `yaml:"admin_token_file"`
 	GitHub            struct {
 		APIURL            string `yaml:"api_url"`
 		AppID             int64  `yaml:"app_id"`
@@ -75,6 +79,8 @@ type poolConfig struct {
 // secrets read from their files.
 type config struct {
 	Listen        string
+	AdminListen   string
+	AdminToken    string
 	StateDir      string
 	WebhookSecret []byte
 	GitHub        ghapp.Config
@@ -88,6 +94,8 @@ const (
 	defaultStateDir = "/var/lib/lxd-gha-autoscaler"
 	defaultAPIURL   = "https://api.github.com/"
 	defaultSocket   = "/var/lib/lxd/unix.socket"
+	// defaultAdminListen matches the CLI's default --admin.
+	defaultAdminListen = "unix:/run/lxd-gha-autoscaler/admin.sock"
 )
 
 // loadConfig reads and checks the file at path. The error lists every
@@ -115,6 +123,26 @@ func loadConfig(path string) (*config, error) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir
+	}
+	c.AdminListen = fc.AdminListen
+	if c.AdminListen == "" {
+		c.AdminListen = defaultAdminListen
+	}
+	if c.AdminListen != "off" && !strings.HasPrefix(c.AdminListen, "unix:") {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			add("admin_listen %q: want unix:/path, host:port or off", c.AdminListen)
+		} else if c.AdminListen == c.Listen {
+			add("admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API")
+		}
+	}
+	if c.AdminListen == "off" {
+		c.AdminListen = ""
+	}
+	if fc.AdminTokenFile != "" {
+		c.AdminToken = strings.TrimSpace(string(readSecret(&errs, "admin_token_file", fc.AdminTokenFile)))
+	}
+	if c.AdminListen != "" && admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
+		add("admin_listen %s is reachable from other hosts: set admin_token_file", c.AdminListen)
 	}
 
 	gh := fc.GitHub

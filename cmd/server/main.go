@@ -21,7 +21,7 @@ commands:
   dev                      run the whole loop against the local LXD with a
                            GitHub stand-in and a few sample jobs
   version                  print the version
-`
+` + adminUsage
 
 var version = "dev"
 
@@ -96,6 +96,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	default:
+		if handled, err := adminCommand(ctx, cmd, args, stdout, stderr); handled {
+			return err
+		}
 	}
 	return usageError{"unknown command " + cmd}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
@@ -43,12 +44,20 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	gh, err := ghapp.New(cfg.GitHub, log)
+	m := metrics.New(version)
+	ghCfg := cfg.GitHub
+	ghCfg.Transport = metrics.GitHubTransport(nil, m)
+	gh, err := ghapp.New(ghCfg, log)
 	if err != nil {
 		return err
 	}
-	a, err := app.New(app.Config{WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler, Redeliver: cfg.Redeliver},
-		app.Deps{Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
+	a, err := app.New(app.Config{
+		WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler, Redeliver: cfg.Redeliver,
+		AdminListen: cfg.AdminListen, AdminToken: cfg.AdminToken,
+	}, app.Deps{
+		Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
+		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
+	})
 	if err != nil {
 		return err
 	}

@@ -113,6 +113,7 @@ type env struct {
 	dir     string
 	cfgPath string
 	url     string // the service's base URL
+	admin   string // the admin listener's base URL
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -156,12 +157,15 @@ func newEnv(t testing.TB, o options) *env {
 	write(t, secretFile, append(e.secret, '\n'))
 	port := freePort(t)
 	e.url = "http://127.0.0.1:" + port
+	adminPort := freePort(t)
+	e.admin = "http://127.0.0.1:" + adminPort
 	poolMax := ""
 	if o.poolMax > 0 {
 		poolMax = fmt.Sprintf("\n    max_instances: %d", o.poolMax)
 	}
 	cfg := fmt.Sprintf(`%s
 listen: 127.0.0.1:%s
+admin_listen: 127.0.0.1:%s
 state_dir: %s
 runner_prefix: %s
 github:
@@ -179,7 +183,7 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, o.top, port, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
+%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
 		o.maxInstances, o.limits, imageAlias, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))

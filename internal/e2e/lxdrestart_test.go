@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -36,7 +38,17 @@ func TestLXDRestart(t *testing.T) {
 		}
 		return false
 	})
-	restartLXD(t)
+	killLXD(t)
+	// Readiness says LXD is the problem while it is away, and recovers.
+	e.eventually("/readyz unready with lxd failing", 30*time.Second, func() bool {
+		code, body := e.readyz()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"lxd"`) && !strings.Contains(body, `"lxd":"ok"`)
+	})
+	startLXD(t)
+	e.eventually("/readyz ready again", 60*time.Second, func() bool {
+		code, _ := e.readyz()
+		return code == http.StatusOK
+	})
 	e.waitCompleted(ids...)
 	e.waitNoInstances()
 	e.eventually("no runner records left", 2*time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
@@ -67,15 +79,18 @@ func TestLXDRestart(t *testing.T) {
 	e.checkNoSecrets()
 }
 
-// restartLXD kills the daemon (running containers survive) and starts it
-// again as .ci/setup-lxd.sh does.
-func restartLXD(t *testing.T) {
+// killLXD kills the daemon; running containers survive it.
+func killLXD(t *testing.T) {
 	t.Helper()
 	if out, err := exec.Command("pkill", "-9", "-x", "lxd").CombinedOutput(); err != nil {
 		t.Fatalf("kill lxd: %v %s", err, out)
 	}
 	t.Log("LXD daemon killed")
-	time.Sleep(2 * time.Second)
+}
+
+// startLXD starts the daemon again as .ci/setup-lxd.sh does.
+func startLXD(t *testing.T) {
+	t.Helper()
 	start := exec.Command("setsid", "nohup", "lxd", "--group", "root")
 	logf, err := os.OpenFile("/var/log/lxd-manual.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -91,4 +106,14 @@ func restartLXD(t *testing.T) {
 		t.Fatalf("lxd waitready: %v %s", err, out)
 	}
 	t.Log("LXD daemon back")
+}
+
+func (e *env) readyz() (int, string) {
+	resp, err := http.Get(e.url + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -454,3 +454,19 @@ func (c *Client) forgetGroup(installationID int64, org string) {
 	delete(c.groups, groupKey{installationID, strings.ToLower(org)})
 	c.mu.Unlock()
 }
+
+// CheckToken gets (or reuses) an installation token: the readiness check
+// that GitHub can be reached as the App. The token itself is not returned.
+func (c *Client) CheckToken(ctx context.Context, installationID int64) error {
+	itr, ok := c.installation(installationID).Client().Transport.(*ghinstallation.Transport)
+	if !ok {
+		return errors.New("installation transport: unexpected type")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if _, err := itr.Token(ctx); err != nil {
+		c.forget(installationID)
+		return fmt.Errorf("installation %d: cannot get a token: %w", installationID, err)
+	}
+	return nil
+}

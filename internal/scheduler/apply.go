@@ -45,6 +45,7 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		pool, reason := s.cfg.route(d.Labels, d.Repo, d.Public)
 		if pool == nil {
+			s.m.JobIgnored(reasonCode(reason))
 			job.State, job.Reason = store.JobIgnored, reason
 			log.Info().Strs("labels", d.Labels).Str("repo", d.Repo).Str("reason", reason).Msg("job ignored")
 			if err := tx.AddEvent(job.ID, d.ReceivedAt, "ignored", reason); err != nil {
@@ -52,6 +53,7 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 			}
 		} else {
 			job.State, job.Pool = store.JobQueued, pool.Name
+			s.m.JobQueued(pool.Name)
 			log.Info().Str("pool", pool.Name).Msg("job queued")
 			if err := tx.AddEvent(job.ID, d.ReceivedAt, "accepted", "pool "+pool.Name); err != nil {
 				return err
@@ -66,6 +68,9 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		if !known {
 			job.Reason = "first seen in progress"
+		}
+		if known && job.State == store.JobQueued {
+			s.m.JobStarted(job.Pool, d.ReceivedAt.Sub(job.QueuedAt))
 		}
 		job.State, job.RunnerName, job.StartedAt = store.JobInProgress, d.RunnerName, d.ReceivedAt
 		if err := tx.PutJob(job); err != nil {
@@ -83,6 +88,9 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		if !known {
 			job.Reason = "first seen completed"
+		}
+		if job.State == store.JobInProgress && !job.StartedAt.IsZero() {
+			s.m.JobCompleted(job.Pool, d.Conclusion, d.ReceivedAt.Sub(job.StartedAt))
 		}
 		job.State, job.Conclusion, job.CompletedAt = store.JobCompleted, d.Conclusion, d.ReceivedAt
 		if d.RunnerName != "" {
@@ -139,7 +147,21 @@ func (s *Scheduler) claim(tx *store.Tx, log zerolog.Logger, name string, now tim
 	default:
 		return nil
 	}
+	s.m.RunnerReady(r.Pool, now.Sub(r.CreatedAt))
 	r.State, r.BusyAt, r.DeleteMode, r.Reason = store.RunnerBusy, now, "", ""
 	log.Info().Str("pool", r.Pool).Str("instance", name).Msg("runner busy")
 	return tx.PutRunner(r)
+}
+
+// reasonCode turns an ignore reason into a short metric label.
+func reasonCode(reason string) string {
+	switch reason {
+	case ReasonNoPool:
+		return "no_pool"
+	case ReasonPublicRepository:
+		return "public_repository"
+	case ReasonRepositoryNotAllowed:
+		return "repository_not_allowed"
+	}
+	return "other"
 }

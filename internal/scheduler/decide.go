@@ -32,6 +32,7 @@ type Snapshot struct {
 	Runners   []store.Runner // live runners
 	NotBefore map[string]time.Time
 	Orgs      []store.Org // organizations that warm pools keep runners for
+	Drained   map[string]bool
 }
 
 // Launch asks for one runner in a pool, for the org and installation of
@@ -97,7 +98,7 @@ func Decide(cfg Config, s Snapshot) Decision {
 		if p == nil {
 			continue // pool removed from the config; the job waits for an operator
 		}
-		if s.Now.Before(s.NotBefore[p.Name]) {
+		if s.Now.Before(s.NotBefore[p.Name]) || s.Drained[p.Name] {
 			continue
 		}
 		if total >= cfg.MaxInstances || launching >= cfg.MaxLaunching {
@@ -126,7 +127,7 @@ func Decide(cfg Config, s Snapshot) Decision {
 			b := bucket{p.Name, o.Login}
 			warm[b] = p.MinIdle
 			for unassigned[b]+launched[b] < queued[b]+p.MinIdle {
-				if s.Now.Before(s.NotBefore[p.Name]) || total >= cfg.MaxInstances || launching >= cfg.MaxLaunching ||
+				if s.Now.Before(s.NotBefore[p.Name]) || s.Drained[p.Name] || total >= cfg.MaxInstances || launching >= cfg.MaxLaunching ||
 					(p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances) {
 					break
 				}

@@ -266,3 +266,13 @@ func onlineRunners(pool string, n int) []store.Runner {
 	}
 	return rs
 }
+
+func TestDecideDrainedPool(t *testing.T) {
+	cfg := testConfig()
+	cfg.Pools[0].MinIdle = 1
+	d := Decide(cfg, Snapshot{Now: t0, Queued: queuedJobs("linux", 2), Orgs: []store.Org{{InstallationID: 1, Login: "acme"}},
+		Drained: map[string]bool{"linux": true}, Runners: runners("linux", store.RunnerBusy, 1)})
+	if len(d.Launches) != 0 || len(d.Teardowns) != 0 {
+		t.Fatalf("a drained pool launched or tore down: %+v", d)
+	}
+}

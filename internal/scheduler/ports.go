@@ -111,3 +111,31 @@ type GitHub interface {
 	// ListRunners returns the organization's self-hosted runners.
 	ListRunners(ctx context.Context, installationID int64, org string) ([]RunnerStatus, error)
 }
+
+// Metrics is what the scheduler reports; internal/metrics satisfies it.
+// Labels are pool names from the config and short fixed codes only.
+type Metrics interface {
+	JobQueued(pool string)
+	JobIgnored(reason string)
+	JobStarted(pool string, queueWait time.Duration)
+	JobCompleted(pool, conclusion string, runTime time.Duration)
+	Launch(pool, result string, d time.Duration)
+	RunnerReady(pool string, d time.Duration)
+	Teardown(pool, reason string)
+	ReconcileAction(kind string)
+	ReconcileError()
+	ReconcileDone(t time.Time)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) JobQueued(string)                           {}
+func (nopMetrics) JobIgnored(string)                          {}
+func (nopMetrics) JobStarted(string, time.Duration)           {}
+func (nopMetrics) JobCompleted(string, string, time.Duration) {}
+func (nopMetrics) Launch(string, string, time.Duration)       {}
+func (nopMetrics) RunnerReady(string, time.Duration)          {}
+func (nopMetrics) Teardown(string, string)                    {}
+func (nopMetrics) ReconcileAction(string)                     {}
+func (nopMetrics) ReconcileError()                            {}
+func (nopMetrics) ReconcileDone(time.Time)                    {}

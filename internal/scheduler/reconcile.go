@@ -29,6 +29,7 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	busyWorkers := s.workers(nil)
 	insts, err := s.lxd.List(ctx)
 	if err != nil {
+		s.m.ReconcileError()
 		return fmt.Errorf("reconcile: list instances: %w", err)
 	}
 	exists := make(map[string]Instance, len(insts))
@@ -82,6 +83,7 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 				continue
 			}
 			s.log.Info().Str("pool", r.Pool).Str("instance", r.Name).Str("reason", r.Reason).Msg("reconcile: tearing down")
+			s.m.ReconcileAction("teardown_runner")
 			if err := tx.PutRunner(r); err != nil {
 				return err
 			}
@@ -109,6 +111,7 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 			}
 		}
 		s.log.Warn().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: deleting our instance that no live runner owns")
+		s.m.ReconcileAction("delete_orphan_instance")
 		if err := s.lxd.Delete(ctx, in.Name); err != nil {
 			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")
 		}
@@ -125,7 +128,12 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		}
 	}
 	s.Notify()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		s.m.ReconcileError()
+		return err
+	}
+	s.m.ReconcileDone(s.clock.Now())
+	return nil
 }
 
 // reconcileRecords removes the organization's runner records that carry our
@@ -141,6 +149,7 @@ func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, bu
 			continue
 		}
 		s.log.Info().Str("org", o.Login).Str("runner", r.Name).Int64("runner_id", r.ID).Msg("reconcile: removing offline runner record with no instance")
+		s.m.ReconcileAction("remove_runner_record")
 		if err := s.gh.RemoveRunner(ctx, o.InstallationID, o.Login, r.ID); err != nil && !errors.Is(err, ErrRunnerBusy) {
 			s.log.Warn().Err(err).Str("runner", r.Name).Msg("reconcile: remove runner record failed; will retry")
 		}

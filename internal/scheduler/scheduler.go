@@ -46,6 +46,7 @@ type Scheduler struct {
 	gh    GitHub
 	clock Clock
 	log   zerolog.Logger
+	m     Metrics
 
 	kick chan struct{}
 	wg   sync.WaitGroup
@@ -78,6 +79,7 @@ func New(cfg Config, st *store.Store, lxd Instances, gh GitHub, clock Clock, log
 	}
 	work, stopWork := context.WithCancel(context.Background())
 	return &Scheduler{
+		m:    nopMetrics{},
 		work: work, stopWork: stopWork,
 		cfg: cfg, st: st, lxd: lxd, gh: gh, clock: clock,
 		log:      log.With().Str("component", "scheduler").Logger(),
@@ -90,6 +92,33 @@ func New(cfg Config, st *store.Store, lxd Instances, gh GitHub, clock Clock, log
 		warm:     slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
 	}, nil
 }
+
+// SetDrain stops (or resumes) launches in a pool. Runners already running
+// finish their jobs. It is kept across restarts.
+func (s *Scheduler) SetDrain(ctx context.Context, pool string, drain bool) error {
+	if s.cfg.pool(pool) == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownPool, pool)
+	}
+	if err := s.st.SetDrained(ctx, pool, drain); err != nil {
+		return err
+	}
+	s.log.Info().Str("pool", pool).Bool("drained", drain).Msg("pool drain changed")
+	s.Notify()
+	return nil
+}
+
+// SetMetrics makes the scheduler report to m. Call it before Run.
+func (s *Scheduler) SetMetrics(m Metrics) {
+	if m != nil {
+		s.m = m
+	}
+}
+
+// ErrUnknownPool is returned for a pool name not in the configuration.
+var ErrUnknownPool = errors.New("unknown pool")
+
+// Config returns the scheduler's configuration, defaults filled in.
+func (s *Scheduler) Config() Config { return s.cfg }
 
 // Notify wakes the loop: new deliveries are recorded. It never blocks.
 func (s *Scheduler) Notify() {
@@ -200,7 +229,11 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			notBefore[k] = v
 		}
 		s.mu.Unlock()
-		dec := Decide(s.cfg, Snapshot{Now: now, Queued: queued, Runners: live, NotBefore: notBefore, Orgs: orgs})
+		drained, err := tx.Drained()
+		if err != nil {
+			return err
+		}
+		dec := Decide(s.cfg, Snapshot{Now: now, Queued: queued, Runners: live, NotBefore: notBefore, Orgs: orgs, Drained: drained})
 
 		byName := make(map[string]store.Runner, len(live))
 		for _, r := range live {
@@ -374,6 +407,7 @@ func (s *Scheduler) launch(r store.Runner) {
 		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels,
 	})
 	if err != nil {
+		s.m.Launch(r.Pool, "error", 0)
 		fail("jit_config", err)
 		return
 	}
@@ -402,10 +436,13 @@ func (s *Scheduler) launch(r store.Runner) {
 		Architecture: pool.Architecture, Target: pool.Target, Profiles: pool.Profiles,
 		Config: cfg, JITConfig: jit.Config,
 	}
+	began := time.Now()
 	if err := s.lxd.Create(ctx, spec); err != nil {
+		s.m.Launch(r.Pool, "error", time.Since(began))
 		fail("create", err)
 		return
 	}
+	s.m.Launch(r.Pool, "ok", time.Since(began))
 	s.launchSucceeded(r.Pool)
 	err = s.update(r.Name, func(x *store.Runner) bool {
 		x.StartedAt = s.clock.Now()
@@ -523,6 +560,7 @@ func (s *Scheduler) teardown(r store.Runner) {
 	delete(s.retryAt, r.Name)
 	s.mu.Unlock()
 	log.Info().Str("reason", r.Reason).Msg("instance deleted")
+	s.m.Teardown(r.Pool, r.DeleteMode)
 	var job int64
 	_ = s.st.View(ctx, func(tx *store.Tx) error { job = s.jobOf(tx, r); return nil })
 	s.event(job, "instance_deleted", r.Name+": "+r.Reason)

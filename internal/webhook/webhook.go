@@ -27,13 +27,29 @@ type Recorder interface {
 	Record(ctx context.Context, d store.Delivery) (fresh bool, err error)
 }
 
+// Metrics counts deliveries by event and result; internal/metrics
+// satisfies it.
+type Metrics interface {
+	WebhookReceived(event, result string)
+}
+
 // Handler serves POST /webhook.
 type Handler struct {
+	m      Metrics
 	secret []byte
 	rec    Recorder
 	notify func()
 	now    func() time.Time
 	log    zerolog.Logger
+}
+
+// SetMetrics makes the handler count deliveries in m.
+func (h *Handler) SetMetrics(m Metrics) { h.m = m }
+
+func (h *Handler) count(r *http.Request, result string) {
+	if h.m != nil {
+		h.m.WebhookReceived(r.Header.Get("X-GitHub-Event"), result)
+	}
 }
 
 // New returns a handler. notify is called after a fresh delivery is
@@ -60,6 +76,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sig := r.Header.Get("X-Hub-Signature-256")
 	if !strings.HasPrefix(sig, "sha256=") {
 		log.Warn().Msg("rejected: missing or malformed X-Hub-Signature-256")
+		h.count(r, "bad_signature")
 		http.Error(w, "missing X-Hub-Signature-256", http.StatusUnauthorized)
 		return
 	}
@@ -68,16 +85,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			log.Warn().Int64("limit", tooBig.Limit).Msg("rejected: body too large")
+			h.count(r, "too_large")
 			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 			return
 		}
 		log.Warn().Err(err).Msg("rejected: reading body")
+		h.count(r, "bad_request")
 		http.Error(w, "cannot read body", http.StatusBadRequest)
 		return
 	}
 	// ValidateSignature compares in constant time.
 	if err := github.ValidateSignature(sig, body, h.secret); err != nil {
 		log.Warn().Msg("rejected: bad signature")
+		h.count(r, "bad_signature")
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
@@ -85,17 +105,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	event := r.Header.Get("X-GitHub-Event")
 	if event == "" || deliveryID == "" {
 		log.Warn().Msg("rejected: missing X-GitHub-Event or X-GitHub-Delivery")
+		h.count(r, "bad_request")
 		http.Error(w, "missing X-GitHub-Event or X-GitHub-Delivery", http.StatusBadRequest)
 		return
 	}
 	if event != "workflow_job" {
 		log.Debug().Str("event", event).Msg("ignored event")
+		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	d, err := parse(body)
 	if err != nil {
 		log.Warn().Err(err).Msg("rejected: malformed workflow_job")
+		h.count(r, "bad_request")
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -104,6 +127,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "queued", "in_progress", "completed":
 	default: // "waiting" and whatever GitHub adds later
 		log.Debug().Msg("ignored action")
+		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -111,6 +135,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The App is installed on a user account: org-level JIT runners
 		// cannot serve it. Answer 2xx, since a redelivery would not help.
 		log.Warn().Msg("ignored: workflow_job without an organization")
+		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -120,12 +145,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// 5xx: GitHub lists the delivery as failed, so it can be redelivered.
 		log.Error().Err(err).Msg("record delivery failed")
+		h.count(r, "error")
 		http.Error(w, "cannot record delivery", http.StatusServiceUnavailable)
 		return
 	}
 	if fresh {
+		h.count(r, "accepted")
 		h.notify()
 	} else {
+		h.count(r, "duplicate")
 		log.Info().Msg("duplicate delivery")
 	}
 	w.WriteHeader(http.StatusAccepted)

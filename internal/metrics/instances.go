@@ -1,0 +1,60 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+)
+
+// InstrumentInstances wraps inner to count and time each LXD operation and
+// to record the last success for LXDLastOK. Arguments, results and errors
+// pass through untouched, so errors.Is(err, scheduler.ErrNotFound) still
+// works. With a nil m it returns inner unchanged.
+//
+// Only the scheduler.Instances methods are wrapped: keep the concrete client
+// for anything else (e.g. a readiness ping).
+func InstrumentInstances(inner scheduler.Instances, m *Metrics) scheduler.Instances {
+	if m == nil {
+		return inner
+	}
+	return &instances{inner: inner, m: m}
+}
+
+type instances struct {
+	inner scheduler.Instances
+	m     *Metrics
+}
+
+func (i *instances) Create(ctx context.Context, spec scheduler.InstanceSpec) error {
+	start := time.Now()
+	err := i.inner.Create(ctx, spec)
+	i.m.lxdOp(OpCreate, start, err)
+	return err
+}
+
+func (i *instances) Delete(ctx context.Context, name string) error {
+	start := time.Now()
+	err := i.inner.Delete(ctx, name)
+	i.m.lxdOp(OpDelete, start, err)
+	return err
+}
+
+func (i *instances) List(ctx context.Context) ([]scheduler.Instance, error) {
+	start := time.Now()
+	list, err := i.inner.List(ctx)
+	i.m.lxdOp(OpList, start, err)
+	return list, err
+}
+
+func (m *Metrics) lxdOp(op string, start time.Time, err error) {
+	now := time.Now()
+	m.lxdDuration.WithLabelValues(op).Observe(now.Sub(start).Seconds())
+	result := ResultOK
+	if err != nil {
+		result = ResultError
+	} else {
+		m.lxdLastOK.Store(now.UnixNano())
+	}
+	m.lxdOps.WithLabelValues(op, result).Inc()
+}
