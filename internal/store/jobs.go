@@ -40,7 +40,7 @@ type Job struct {
 const jobColumns = `id, run_id, installation_id, org, repo, labels, pool, state, reason,
 	runner_name, conclusion, delivery_id, queued_at, started_at, completed_at, attempts`
 
-func scanJob(row interface{ Scan(...any) error }) (Job, error) {
+func scanJob(row scanner) (Job, error) {
 	var j Job
 	var labels string
 	var queued, started, completed int64
@@ -84,19 +84,7 @@ func (t *Tx) QueuedJobs() ([]Job, error) {
 
 func (t *Tx) jobs(query string, args ...any) ([]Job, error) {
 	rows, err := t.query(query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return collect("list jobs", rows, err, scanJob)
 }
 
 // Jobs lists jobs, newest first, at most limit.
@@ -123,17 +111,5 @@ const (
 // JobOrgs returns the organizations whose jobs were routed to a pool.
 func (t *Tx) JobOrgs() ([]Org, error) {
 	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
-	if err != nil {
-		return nil, fmt.Errorf("job orgs: %w", err)
-	}
-	defer rows.Close()
-	var out []Org
-	for rows.Next() {
-		var o Org
-		if err := rows.Scan(&o.InstallationID, &o.Login); err != nil {
-			return nil, fmt.Errorf("job orgs: %w", err)
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+	return collect("job orgs", rows, err, scanOrg)
 }

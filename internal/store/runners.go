@@ -49,7 +49,7 @@ func (r Runner) Live() bool {
 const runnerColumns = `name, pool, installation_id, org, job_id, runner_id, state, reason, delete_mode,
 	created_at, started_at, online_at, busy_at, ended_at`
 
-func scanRunner(row interface{ Scan(...any) error }) (Runner, error) {
+func scanRunner(row scanner) (Runner, error) {
 	var r Runner
 	var created, started, online, busy, ended int64
 	err := row.Scan(&r.Name, &r.Pool, &r.InstallationID, &r.Org, &r.JobID, &r.RunnerID, &r.State, &r.Reason,
@@ -88,19 +88,7 @@ func (t *Tx) PutRunner(r Runner) error {
 // LiveRunners returns the runners whose instances may exist, oldest first.
 func (t *Tx) LiveRunners() ([]Runner, error) {
 	rows, err := t.query(qLiveRunners, RunnerDeleted, RunnerFailed)
-	if err != nil {
-		return nil, fmt.Errorf("live runners: %w", err)
-	}
-	defer rows.Close()
-	var out []Runner
-	for rows.Next() {
-		r, err := scanRunner(rows)
-		if err != nil {
-			return nil, fmt.Errorf("live runners: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect("live runners", rows, err, scanRunner)
 }
 
 // Runners lists all runners, newest first, at most limit.
@@ -109,23 +97,10 @@ func (s *Store) Runners(ctx context.Context, limit int) ([]Runner, error) {
 	err := s.View(ctx, func(tx *Tx) error {
 		rows, err := tx.tx.QueryContext(ctx, `SELECT `+runnerColumns+` FROM runners
 			ORDER BY created_at DESC, name DESC LIMIT ?`, limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanRunner(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return rows.Err()
+		out, err = collect("list runners", rows, err, scanRunner)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("list runners: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // Org is an organization reached through an installation of the App.
@@ -137,19 +112,7 @@ type Org struct {
 // Orgs returns the organizations we launched runners for.
 func (t *Tx) Orgs() ([]Org, error) {
 	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM runners ORDER BY org`)
-	if err != nil {
-		return nil, fmt.Errorf("orgs: %w", err)
-	}
-	defer rows.Close()
-	var out []Org
-	for rows.Next() {
-		var o Org
-		if err := rows.Scan(&o.InstallationID, &o.Login); err != nil {
-			return nil, fmt.Errorf("orgs: %w", err)
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+	return collect("orgs", rows, err, scanOrg)
 }
 
 const (

@@ -247,3 +247,32 @@ func decodeLabels(s string) []string {
 	_ = json.Unmarshal([]byte(s), &labels) // written by encodeLabels
 	return labels
 }
+
+type scanner interface{ Scan(...any) error }
+
+// collect reads every row of a query with scan; what names the list in
+// errors.
+func collect[T any](what string, rows *sql.Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
+func scanOrg(row scanner) (Org, error) {
+	var o Org
+	err := row.Scan(&o.InstallationID, &o.Login)
+	return o, err
+}
