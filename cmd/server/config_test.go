@@ -140,3 +140,29 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 		t.Fatalf("unknown command: %v", err)
 	}
 }
+
+func TestAdminListenerOffLoopbackNeedsAToken(t *testing.T) {
+	key, secret := secrets(t, t.TempDir())
+	base := `
+github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
+limits: {max_instances: 2}
+pools: [{name: linux, labels: [self-hosted, linux], image: img}]
+`
+	if _, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\n")); err == nil || !strings.Contains(err.Error(), "admin_token_file") {
+		t.Fatalf("err = %v, want a token required", err)
+	}
+	if _, err := loadConfig(writeConfig(t, base+"listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n")); err == nil || !strings.Contains(err.Error(), "must not be the webhook listener") {
+		t.Fatalf("err = %v, want the shared port refused", err)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte("t0k3n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n"))
+	if err != nil || c.AdminToken != "t0k3n" {
+		t.Fatalf("with a token: %v", err)
+	}
+	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\n")); err != nil || c.AdminListen != "127.0.0.1:9090" {
+		t.Fatalf("loopback without a token: %v", err)
+	}
+}

@@ -223,3 +223,23 @@ func TestWarmPool(t *testing.T) {
 		t.Fatalf("JIT configs = %d, want %d (one refill)", n, before+1)
 	}
 }
+
+// A job that runs past max_job_duration has its instance deleted; GitHub
+// then fails the job, and nothing is left.
+func TestMaxJobDuration(t *testing.T) {
+	e := newEnv(t, options{limits: "  max_job_duration: 3s"})
+	id := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 10 * time.Minute})
+	if _, err := e.fake.WaitJob(e.ctx, id, func(j ghfake.JobView) bool { return j.Status == ghfake.StatusInProgress }); err != nil {
+		t.Fatal(err)
+	}
+	e.waitNoInstances()
+	if !strings.Contains(e.logText(), "job ran past max_job_duration") {
+		t.Fatal("no log line says why the instance was deleted")
+	}
+	j := e.fake.Job
+	e.waitCompleted(id)
+	if v, _ := j(id); v.Conclusion != ghfake.ConclusionFailure {
+		t.Fatalf("conclusion = %q, want failure", v.Conclusion)
+	}
+	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
+}

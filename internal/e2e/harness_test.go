@@ -140,6 +140,7 @@ func newEnv(t testing.TB, o options) *env {
 	e := &env{t: t, ctx: ctx, lxd: c, secret: []byte(randHex(16)), prefix: "e" + randHex(3) + "-", dir: t.TempDir()}
 	e.fake, err = ghfake.New(ghfake.Options{
 		AppID: 4242, AppPublicKey: &key.PublicKey, WebhookSecret: e.secret, Org: "acme", InstallationID: 7,
+		RunnerLostAfter: 5 * time.Second, // a dead runner fails its job soon
 		Log: zerolog.Nop(),
 	})
 	if err != nil {
