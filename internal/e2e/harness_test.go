@@ -141,7 +141,7 @@ func newEnv(t testing.TB, o options) *env {
 	e.fake, err = ghfake.New(ghfake.Options{
 		AppID: 4242, AppPublicKey: &key.PublicKey, WebhookSecret: e.secret, Org: "acme", InstallationID: 7,
 		RunnerLostAfter: 5 * time.Second, // a dead runner fails its job soon
-		Log: zerolog.Nop(),
+		Log:             zerolog.Nop(),
 	})
 	if err != nil {
 		t.Fatal(err)
