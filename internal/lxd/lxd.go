@@ -95,14 +95,43 @@ func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc)
 
 // wait waits for op; if ctx ends first it asks LXD to cancel the operation
 // (most LXD operations refuse, which is fine: the caller cleans up).
+//
+// The client learns that an operation ended from LXD's event stream. Under
+// load that news was seen to arrive a minute late, so the operation is also
+// polled every second: whichever tells first ends the wait.
 func (c *Client) wait(ctx context.Context, op lxdclient.Operation) error {
-	err := op.WaitContext(ctx)
+	err := c.waitOrPoll(ctx, op)
 	if err != nil && ctx.Err() != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = c.server(cctx, "").DeleteOperation(op.Get().ID)
 	}
 	return err
+}
+
+func (c *Client) waitOrPoll(ctx context.Context, op lxdclient.Operation) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- op.WaitContext(wctx) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	id := op.Get().ID
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			got, _, err := c.server(ctx, "").GetOperation(id)
+			if err != nil || !got.StatusCode.IsFinal() {
+				continue // the event stream may still tell; ctx bounds the wait
+			}
+			if got.Err != "" {
+				return errors.New(got.Err)
+			}
+			return nil
+		}
+	}
 }
 
 // Ping checks that the server answers.
