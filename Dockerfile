@@ -8,9 +8,11 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/lxd-gha-autoscaler
 
 # Run: no shell, no package manager, a non-root user.
 # Mounts: the config (/etc/lxd-gha-autoscaler/config.yaml), the secret files
-# it names, the state dir (/var/lib/lxd-gha-autoscaler, writable), and the
-# LXD unix socket (the container's user needs access to it, e.g. with
-# --group-add of the socket's group) or the LXD TLS files.
+# it names, the state dir (/var/lib/lxd-gha-autoscaler, writable), the admin
+# socket's dir (/run/lxd-gha-autoscaler, writable: the image cannot create it),
+# and the LXD socket's directory (read-only is enough; the container's user
+# needs its group, e.g. --group-add) or the LXD TLS files.
+# deployments/README.md has a docker run line.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/lxd-gha-autoscaler /usr/local/bin/lxd-gha-autoscaler
 USER nonroot:nonroot
