@@ -44,7 +44,9 @@ start_lxd() {
 	echo "setup-lxd: starting lxd (log: $log)"
 	# setsid + nohup: the daemon outlives this script and its caller's
 	# process group; no stdio ties it to CI's pipes.
-	setsid nohup lxd --group root </dev/null >>"$log" 2>&1 &
+	# From /: the daemon outlives this checkout, and its children (rsync for
+	# snapshots) fail once an inherited working directory is deleted.
+	(cd / && setsid nohup lxd --group root </dev/null >>"$log" 2>&1 &)
 }
 
 # A running daemon answers at once; starting a second one would fail.

@@ -92,6 +92,9 @@ func killLXD(t *testing.T) {
 func startLXD(t *testing.T) {
 	t.Helper()
 	start := exec.Command("setsid", "nohup", "lxd", "--group", "root")
+	// Not the test's directory: the daemon outlives it, and its children
+	// (rsync for snapshots) fail once their inherited cwd is deleted.
+	start.Dir = "/"
 	logf, err := os.OpenFile("/var/log/lxd-manual.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
