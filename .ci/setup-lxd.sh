@@ -25,6 +25,10 @@ fi
 if ! installed busybox-static; then
 	pkgs+=(busybox-static)
 fi
+# debootstrap makes the systemd source image the image-build tests use.
+if ! installed debootstrap; then
+	pkgs+=(debootstrap)
+fi
 if [ "${#pkgs[@]}" -gt 0 ]; then
 	echo "setup-lxd: installing ${pkgs[*]}"
 	# Keep maintainer scripts from starting services: we start lxd ourselves,

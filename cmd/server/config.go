@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
@@ -56,6 +58,8 @@ type fileConfig struct {
 		MaxAttempts         int           `yaml:"max_attempts"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
+	// Runner images that `image build` makes; see image_cmd.go.
+	Images []imageConfig `yaml:"images"`
 }
 
 type poolConfig struct {
@@ -87,6 +91,7 @@ type config struct {
 	LXD           lxd.Config
 	Scheduler     scheduler.Config
 	Redeliver     redeliver.Config
+	Images        []image.Spec
 }
 
 const (
@@ -209,6 +214,12 @@ func loadConfig(path string) (*config, error) {
 	c.Redeliver = redeliver.Config{Interval: fc.RedeliverInterval}.WithDefaults()
 	if err := c.Redeliver.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	configDir, _ := filepath.Abs(filepath.Dir(path))
+	if specs, err := imageSpecs(fc.Images, configDir); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.Images = specs
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

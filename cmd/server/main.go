@@ -21,7 +21,7 @@ commands:
   dev                      run the whole loop against the local LXD with a
                            GitHub stand-in and a few sample jobs
   version                  print the version
-` + adminUsage
+` + adminUsage + imageUsage
 
 var version = "dev"
 
@@ -86,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "dev":
 		return devCommand(ctx, fs, args, stdout, stderr)
+	case "image":
+		return imageCommand(ctx, args, stdout, stderr)
 	case "fake-runner":
 		// Runs inside a dev or test instance as its init: the GitHub
 		// stand-in's runner. Not for production images.

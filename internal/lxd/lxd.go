@@ -98,7 +98,9 @@ func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc)
 //
 // The client learns that an operation ended from LXD's event stream. Under
 // load that news was seen to arrive a minute late, so the operation is also
-// polled every second: whichever tells first ends the wait.
+// polled every second: whichever tells first ends the wait. When the poll
+// wins, op's own copy of the operation is stale: callers that need its
+// metadata read the operation again.
 func (c *Client) wait(ctx context.Context, op lxdclient.Operation) error {
 	err := c.waitOrPoll(ctx, op)
 	if err != nil && ctx.Err() != nil {
@@ -110,13 +112,13 @@ func (c *Client) wait(ctx context.Context, op lxdclient.Operation) error {
 }
 
 func (c *Client) waitOrPoll(ctx context.Context, op lxdclient.Operation) error {
+	id := op.Get().ID // before the wait starts writing to op
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- op.WaitContext(wctx) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	id := op.Get().ID
 	for {
 		select {
 		case err := <-done:
