@@ -266,8 +266,17 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// fakeRunner is the stand-in's runner, run as init inside dev and test
-// instances. It reads its JIT config through /dev/lxd/sock.
-func fakeRunner(ctx context.Context, stderr io.Writer) error {
+// fakeRunner is the stand-in's runner. As init of a dev or test instance
+// it reads its JIT config through /dev/lxd/sock; with --from-env it plays
+// GitHub's runner in a real runner image, whose bootstrap hands the config
+// over in ACTIONS_RUNNER_INPUT_JITCONFIG.
+func fakeRunner(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) == 1 && args[0] == "--from-env" {
+		cfg := os.Getenv("ACTIONS_RUNNER_INPUT_JITCONFIG")
+		if cfg == "" {
+			return errors.New("fake-runner: ACTIONS_RUNNER_INPUT_JITCONFIG is not set")
+		}
+		return ghfake.RunRunner(ctx, ghfake.RunnerOptions{Log: stderr, JITConfig: ghfake.Secret(cfg)})
+	}
 	return ghfake.RunRunner(ctx, ghfake.RunnerOptions{Log: stderr, BringUpLoopback: true})
 }

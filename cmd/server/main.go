@@ -91,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "fake-runner":
 		// Runs inside a dev or test instance as its init: the GitHub
 		// stand-in's runner. Not for production images.
-		return fakeRunner(ctx, stderr)
+		return fakeRunner(ctx, args, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil

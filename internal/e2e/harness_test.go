@@ -98,6 +98,7 @@ type options struct {
 	extraPool    string // YAML appended to pools
 	limits       string // YAML lines appended under limits
 	top          string // YAML lines at the top level
+	image        string // the pool's image; default the busybox one
 }
 
 // env is one service process with its own stand-in, profile, state and
@@ -131,6 +132,9 @@ func newEnv(t testing.TB, o options) *env {
 	t.Cleanup(cancel)
 	if o.maxInstances == 0 {
 		o.maxInstances = 4
+	}
+	if o.image == "" {
+		o.image = imageAlias
 	}
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -185,7 +189,7 @@ pools:
     image: %s
     profiles: [default, %s]%s
 %s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
-		o.maxInstances, o.limits, imageAlias, e.profile, poolMax, o.extraPool)
+		o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))
 	e.fake.SetWebhookURL(e.url + "/webhook")

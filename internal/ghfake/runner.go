@@ -25,6 +25,10 @@ type RunnerOptions struct {
 	// BringUpLoopback sets lo up first: in a bare container it starts down,
 	// and the stand-in is reached through a proxy device on loopback.
 	BringUpLoopback bool
+	// JITConfig, when set, is used instead of reading the config through
+	// devlxd: a real runner image's bootstrap hands it over in the
+	// environment (ACTIONS_RUNNER_INPUT_JITCONFIG), as to GitHub's runner.
+	JITConfig Secret
 }
 
 // Errors RunRunner returns when the stand-in will not let it run.
@@ -57,9 +61,12 @@ func RunRunner(ctx context.Context, opts RunnerOptions) error {
 	if sock == "" {
 		sock = "/dev/lxd/sock"
 	}
-	encoded, err := readDevLXDConfig(ctx, sock, KeyJITConfig)
-	if err != nil {
-		return err
+	encoded := opts.JITConfig.Reveal()
+	if encoded == "" {
+		var err error
+		if encoded, err = readDevLXDConfig(ctx, sock, KeyJITConfig); err != nil {
+			return err
+		}
 	}
 	cfg, err := DecodeJITConfig(encoded)
 	if err != nil {
