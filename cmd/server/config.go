@@ -92,6 +92,7 @@ type config struct {
 	Scheduler     scheduler.Config
 	Redeliver     redeliver.Config
 	Images        []image.Spec
+	Rebuilds      []image.Rebuild // images with rebuild_every
 }
 
 const (
@@ -220,6 +221,12 @@ func loadConfig(path string) (*config, error) {
 		errs = append(errs, err)
 	} else {
 		c.Images = specs
+		for i, ic := range fc.Images {
+			if ic.RebuildEvery > 0 {
+				c.Rebuilds = append(c.Rebuilds, image.Rebuild{Spec: specs[i], Every: ic.RebuildEvery,
+					Options: image.Options{Profiles: ic.Profiles}})
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
@@ -66,6 +67,20 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info().Str("version", version).Str("state_dir", cfg.StateDir).Int("pools", len(cfg.Scheduler.Pools)).Msg("starting")
+	if len(cfg.Rebuilds) > 0 {
+		// Background rebuilds; new launches use a new image as soon as its
+		// alias moves, and idle runners on the old one are recycled.
+		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Log: log,
+			Built: func(name string, at time.Time) {
+				if err := a.Sched.RecycleIdle(ctx, name, at); err != nil {
+					log.Error().Err(err).Str("image", name).Msg("recycle idle runners")
+				}
+			}}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = rb.Run(rctx) }()
+		defer func() { stop(); <-done }() // also when Run fails on its own
+	}
 	err = a.Run(ctx, ln)
 	log.Info().Msg("stopped")
 	return err

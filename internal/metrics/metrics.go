@@ -57,6 +57,7 @@ type Metrics struct {
 	launchTime   *prometheus.HistogramVec
 	readyTime    *prometheus.HistogramVec
 	teardowns    *prometheus.CounterVec
+	imageBuilds  *prometheus.CounterVec
 	reconActions *prometheus.CounterVec
 	reconErrors  prometheus.Counter
 	reconLast    prometheus.Gauge
@@ -93,6 +94,7 @@ func New(version string) *Metrics {
 		launchTime:   f.histogramVec(InstanceLaunchSeconds, "Time LXD took to create and start a runner instance, successful launches only.", launchBuckets, "pool"),
 		readyTime:    f.histogramVec(RunnerReadySeconds, "Time from a launch to its runner seen online or busy.", readyBuckets, "pool"),
 		teardowns:    f.counterVec(TeardownsTotal, "Runner instances torn down, by reason.", "pool", "reason"),
+		imageBuilds:  f.counterVec(ImageBuildsTotal, "Runner image builds by the service's rebuild schedule, by result (ok or error).", "image", "result"),
 		reconActions: f.counterVec(ReconcileActionsTotal, "Corrective actions taken by the reconciler, by kind.", "kind"),
 		reconErrors:  f.counter(ReconcileErrorsTotal, "Reconcile rounds that failed."),
 		reconLast:    f.gauge(LastReconcileTimestampSeconds, "Unix time of the last reconcile round that completed."),
@@ -227,6 +229,15 @@ func (m *Metrics) Teardown(pool, reason string) {
 		return
 	}
 	m.teardowns.WithLabelValues(value(pool), value(reason)).Inc()
+}
+
+// ImageBuild counts one scheduled image rebuild; result is ok or error.
+// image is an image name from the config.
+func (m *Metrics) ImageBuild(image, result string) {
+	if m == nil {
+		return
+	}
+	m.imageBuilds.WithLabelValues(value(image), value(result)).Inc()
 }
 
 // ReconcileAction counts one corrective action of the reconciler; kind is a

@@ -24,6 +24,7 @@ const (
 
 	// Runners and their instances.
 	LaunchesTotal         = Prefix + "launches_total"          // {pool,result}
+	ImageBuildsTotal      = Prefix + "image_builds_total"      // {image,result}
 	InstanceLaunchSeconds = Prefix + "instance_launch_seconds" // histogram {pool}: LXD create + start, successful launches only
 	RunnerReadySeconds    = Prefix + "runner_ready_seconds"    // histogram {pool}: launch → online/busy
 	TeardownsTotal        = Prefix + "teardowns_total"         // {pool,reason}
@@ -69,7 +70,7 @@ func Names() []string {
 		BuildInfo,
 		WebhooksReceivedTotal, WebhookRedeliveriesTotal,
 		JobsQueuedTotal, JobsIgnoredTotal, JobsStartedTotal, JobsCompletedTotal, JobQueueWaitSeconds, JobRunSeconds,
-		LaunchesTotal, InstanceLaunchSeconds, RunnerReadySeconds, TeardownsTotal,
+		LaunchesTotal, InstanceLaunchSeconds, RunnerReadySeconds, TeardownsTotal, ImageBuildsTotal,
 		ReconcileActionsTotal, ReconcileErrorsTotal, LastReconcileTimestampSeconds,
 		JobsByState, InstancesByState, JobOldestQueuedSeconds,
 		GitHubRequestsTotal, GitHubRequestDurationSeconds, GitHubRateLimitRemaining,

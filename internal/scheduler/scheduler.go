@@ -114,6 +114,47 @@ func (s *Scheduler) SetMetrics(m Metrics) {
 	}
 }
 
+// RecycleIdle tears down the idle runners of pools built from image that
+// were launched before at: after the image was rebuilt they run the old
+// one. It is the surplus teardown, so a runner that just took a job stays.
+func (s *Scheduler) RecycleIdle(ctx context.Context, image string, at time.Time) error {
+	pools := map[string]bool{}
+	for _, p := range s.cfg.Pools {
+		if p.Image == image {
+			pools[p.Name] = true
+		}
+	}
+	if len(pools) == 0 {
+		return nil
+	}
+	n := 0
+	err := s.st.Update(ctx, func(tx *store.Tx) error {
+		live, err := tx.LiveRunners()
+		if err != nil {
+			return err
+		}
+		for _, r := range live {
+			if !pools[r.Pool] || r.State != store.RunnerStarted || !r.CreatedAt.Before(at) {
+				continue
+			}
+			r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeSurplus, "image "+image+" rebuilt"
+			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recycle idle runners of image %s: %w", image, err)
+	}
+	if n > 0 {
+		s.log.Info().Str("image", image).Int("runners", n).Msg("recycling idle runners on the old image")
+		s.Notify()
+	}
+	return nil
+}
+
 // ErrUnknownPool is returned for a pool name not in the configuration.
 var ErrUnknownPool = errors.New("unknown pool")
 

@@ -742,3 +742,34 @@ func TestFailedCreateWhoseRunnerHoldsAJobIsKept(t *testing.T) {
 		t.Fatal("the busy runner's record was removed")
 	}
 }
+
+func TestRecycleIdleAfterImageRebuild(t *testing.T) {
+	cfg := testConfig()
+	cfg.Pools[0].MinIdle = 2
+	e := newEnv(t, cfg)
+	e.deliver(ActionQueued, 1, "") // the org becomes known; its job runs on one runner
+	e.settle()
+	r := e.runnersIn(store.RunnerStarted)
+	e.deliver(ActionInProgress, 1, r[0].Name)
+	e.settle()
+	if got := len(e.runnersIn(store.RunnerStarted)); got != 2 {
+		t.Fatalf("idle runners = %d, want min_idle 2", got)
+	}
+	old := e.runnersIn(store.RunnerStarted)
+	e.clock.Advance(time.Minute)
+	if err := e.s.RecycleIdle(context.Background(), "img", e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	idle := e.runnersIn(store.RunnerStarted)
+	if len(idle) != 2 || len(e.runnersIn(store.RunnerBusy)) != 1 {
+		t.Fatalf("after recycling: idle %d, busy %d; want 2 new idle and the busy one kept", len(idle), len(e.runnersIn(store.RunnerBusy)))
+	}
+	for _, n := range idle {
+		for _, o := range old {
+			if n.Name == o.Name {
+				t.Fatalf("idle runner %s on the old image was kept", n.Name)
+			}
+		}
+	}
+}
