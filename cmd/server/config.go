@@ -43,14 +43,7 @@ type fileConfig struct {
 		RunnerGroup       string `yaml:"runner_group"`
 		JITPerMinute      int    `yaml:"jit_per_minute"`
 	} `yaml:"github"`
-	LXD struct {
-		Socket     string `yaml:"socket"`
-		URL        string `yaml:"url"`
-		ClientCert string `yaml:"client_cert"`
-		ClientKey  string `yaml:"client_key"`
-		ServerCert string `yaml:"server_cert"`
-		Project    string `yaml:"project"`
-	} `yaml:"lxd"`
+	LXD    lxdFileConfig `yaml:"lxd"`
 	Limits struct {
 		MaxInstances        int           `yaml:"max_instances"`
 		RegistrationTimeout time.Duration `yaml:"registration_timeout"`
@@ -60,6 +53,16 @@ type fileConfig struct {
 	Pools []poolConfig `yaml:"pools"`
 	// Runner images that `image build` makes; see image_cmd.go.
 	Images []imageConfig `yaml:"images"`
+}
+
+// lxdFileConfig is the lxd: section; image commands read it too.
+type lxdFileConfig struct {
+	Socket     string `yaml:"socket"`
+	URL        string `yaml:"url"`
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	ServerCert string `yaml:"server_cert"`
+	Project    string `yaml:"project"`
 }
 
 type poolConfig struct {

@@ -57,14 +57,7 @@ type imageConfig struct {
 // The rest of the file is not checked here (`validate` does that), so that
 // building an image needs neither the App's key nor the webhook secret.
 type imageFileConfig struct {
-	LXD struct {
-		Socket     string `yaml:"socket"`
-		URL        string `yaml:"url"`
-		ClientCert string `yaml:"client_cert"`
-		ClientKey  string `yaml:"client_key"`
-		ServerCert string `yaml:"server_cert"`
-		Project    string `yaml:"project"`
-	} `yaml:"lxd"`
+	LXD    lxdFileConfig `yaml:"lxd"`
 	Images []imageConfig `yaml:"images"`
 	// The other sections, unchecked here; a misspelt key inside lxd: or an
 	// images: entry is still an error.
