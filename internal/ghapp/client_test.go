@@ -1,12 +1,7 @@
 package ghapp
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
@@ -32,78 +28,17 @@ const (
 	org    = "acme"
 )
 
-var (
-	keyOnce sync.Once
-	testKey *rsa.PrivateKey
-)
-
-func appKey() *rsa.PrivateKey {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		testKey = k
-	})
-	return testKey
-}
-
-func keyPEM(k *rsa.PrivateKey) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-}
-
-// recorder remembers every Authorization header sent, so tests can check
-// that no credential leaks into errors or logs.
-type recorder struct {
-	base  http.RoundTripper
-	mu    sync.Mutex
-	auths []string
-}
-
-func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	if a := req.Header.Get("Authorization"); a != "" {
-		_, v, _ := strings.Cut(a, " ")
-		r.mu.Lock()
-		r.auths = append(r.auths, v)
-		r.mu.Unlock()
-	}
-	return r.base.RoundTrip(req)
-}
-
-func (r *recorder) secrets() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.auths...)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t    *testing.T
 	fake *ghfake.Server
 	c    *Client
-	rec  *recorder
-	logs *syncBuffer
+	rec  *ghfaketest.AuthRecorder
+	logs *ghfaketest.SyncBuffer
 }
 
 func newEnv(t *testing.T, fakeOpts func(*ghfake.Options), cfgMod func(*Config)) *env {
 	t.Helper()
-	key := appKey()
+	key := ghfaketest.AppKey()
 	fo := ghfake.Options{
 		AppID: appID, AppPublicKey: &key.PublicKey, WebhookSecret: []byte("s"), Org: org, InstallationID: instID,
 		RunnerGroups: map[string]int64{"Default": 1, "lxd-runners": 3},
@@ -117,12 +52,12 @@ func newEnv(t *testing.T, fakeOpts func(*ghfake.Options), cfgMod func(*Config)) 
 		t.Fatal(err)
 	}
 	t.Cleanup(fake.Close)
-	rec := &recorder{base: http.DefaultTransport.(*http.Transport).Clone()}
-	cfg := Config{APIURL: fake.URL(), AppID: appID, PrivateKey: keyPEM(key), RunnerGroup: "lxd-runners", Transport: rec}
+	rec := ghfaketest.NewAuthRecorder()
+	cfg := Config{APIURL: fake.URL(), AppID: appID, PrivateKey: ghfaketest.KeyPEM(key), RunnerGroup: "lxd-runners", Transport: rec}
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &ghfaketest.SyncBuffer{}
 	c, err := New(cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
@@ -185,18 +120,18 @@ func TestValidate(t *testing.T) {
 		!strings.Contains(err.Error(), "api url") || !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("Validate(bad) = %v", err)
 	}
-	err = Config{APIURL: "https://x:hunter2@ghe.example.com/", AppID: 1, PrivateKey: keyPEM(appKey())}.Validate()
+	err = Config{APIURL: "https://x:hunter2@ghe.example.com/", AppID: 1, PrivateKey: ghfaketest.KeyPEM(ghfaketest.AppKey())}.Validate()
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("Validate(url with credentials) = %v", err)
 	}
-	good := Config{APIURL: "https://api.github.com/", AppID: 1, PrivateKey: keyPEM(appKey())}
+	good := Config{APIURL: "https://api.github.com/", AppID: 1, PrivateKey: ghfaketest.KeyPEM(ghfaketest.AppKey())}
 	if s := fmt.Sprintf("%v %+v %#v %s", good, good, good, good); strings.Contains(s, "PRIVATE") || strings.Contains(s, "[45 45") {
 		t.Fatalf("config prints its key: %s", s)
 	}
 	if _, err := New(Config{APIURL: "https://api.github.com/", AppID: 1, PrivateKey: bad}, zerolog.Nop()); err == nil {
 		t.Fatal("New with a bad key: no error")
 	}
-	if err := (Config{APIURL: "https://ghe.example.com/api/v3", AppID: 1, PrivateKey: keyPEM(appKey())}).Validate(); err != nil {
+	if err := (Config{APIURL: "https://ghe.example.com/api/v3", AppID: 1, PrivateKey: ghfaketest.KeyPEM(ghfaketest.AppKey())}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -519,9 +454,9 @@ func TestRedaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemText := string(keyPEM(appKey()))
+	pemText := string(ghfaketest.KeyPEM(ghfaketest.AppKey()))
 	pemBody := strings.Split(pemText, "\n")[3] // a line of key material
-	secrets := append(e.rec.secrets(), r.Config.Reveal(), dec.Secret.Reveal(), pemBody)
+	secrets := append(e.rec.Secrets(), r.Config.Reveal(), dec.Secret.Reveal(), pemBody)
 	if len(secrets) < 5 {
 		t.Fatalf("recorded too few credentials: %d", len(secrets))
 	}

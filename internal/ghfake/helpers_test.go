@@ -3,10 +3,7 @@ package ghfake
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -19,34 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
+
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 )
 
 const testSecret = "hook-secret"
-
-var (
-	keyOnce sync.Once
-	testKey *rsa.PrivateKey
-)
-
-// appKey is shared by the tests: RSA generation is the slowest thing here.
-func appKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		testKey = k
-	})
-	return testKey
-}
-
-func keyPEM(k *rsa.PrivateKey) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-}
 
 type received struct {
 	event, guid, action string
@@ -115,7 +92,7 @@ type env struct {
 
 func newEnv(t *testing.T, mod func(*Options)) *env {
 	t.Helper()
-	key := appKey(t)
+	key := ghfaketest.AppKey()
 	sk := newSink(t)
 	opts := Options{
 		AppID: 42, AppPublicKey: &key.PublicKey, WebhookSecret: []byte(testSecret), WebhookURL: sk.srv.URL,
@@ -137,7 +114,7 @@ func newEnv(t *testing.T, mod func(*Options)) *env {
 // service will build it.
 func (e *env) gh() *github.Client {
 	e.t.Helper()
-	itr, err := ghinstallation.New(http.DefaultTransport, 42, 7, keyPEM(e.key))
+	itr, err := ghinstallation.New(http.DefaultTransport, 42, 7, ghfaketest.KeyPEM(e.key))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -150,7 +127,7 @@ func (e *env) gh() *github.Client {
 // appGH is a go-github client authenticated as the App (JWT).
 func (e *env) appGH() *github.Client {
 	e.t.Helper()
-	atr, err := ghinstallation.NewAppsTransport(http.DefaultTransport, 42, keyPEM(e.key))
+	atr, err := ghinstallation.NewAppsTransport(http.DefaultTransport, 42, ghfaketest.KeyPEM(e.key))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
@@ -130,23 +130,6 @@ func TestGitHubTransportErrors(t *testing.T) {
 	want(t, g, metrics.GitHubRequestsTotal, L{"endpoint": "/orgs/{org}/actions/runner-groups", "method": "GET", "status": "error"}, 1)
 }
 
-// recorder keeps every credential sent, to check none reaches a label.
-type recorder struct {
-	base  http.RoundTripper
-	mu    sync.Mutex
-	auths []string
-}
-
-func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	if a := req.Header.Get("Authorization"); a != "" {
-		_, v, _ := strings.Cut(a, " ")
-		r.mu.Lock()
-		r.auths = append(r.auths, v)
-		r.mu.Unlock()
-	}
-	return r.base.RoundTrip(req)
-}
-
 // TestGitHubTransportUnderTheClient runs the real GitHub client against the
 // GitHub stand-in, served under /api/v3 like GitHub Enterprise Server.
 func TestGitHubTransportUnderTheClient(t *testing.T) {
@@ -165,7 +148,7 @@ func TestGitHubTransportUnderTheClient(t *testing.T) {
 	defer fake.Close()
 
 	m := metrics.New("dev")
-	rec := &recorder{base: http.DefaultTransport.(*http.Transport).Clone()}
+	rec := ghfaketest.NewAuthRecorder()
 	c, err := ghapp.New(ghapp.Config{
 		APIURL: fake.URL(), AppID: 42, Transport: metrics.GitHubTransport(rec, m),
 		PrivateKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
@@ -219,9 +202,7 @@ func TestGitHubTransportUnderTheClient(t *testing.T) {
 	}
 
 	text := scrape(t, m)
-	rec.mu.Lock()
-	secrets := append([]string{jit.Config.Reveal(), org, "/api/v3"}, rec.auths...)
-	rec.mu.Unlock()
+	secrets := append([]string{jit.Config.Reveal(), org, "/api/v3"}, rec.Secrets()...)
 	if len(secrets) < 4 {
 		t.Fatal("no credentials recorded")
 	}

@@ -2,11 +2,8 @@ package redeliver
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -26,6 +23,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
@@ -42,41 +40,8 @@ const (
 
 var webhookSecret = []byte("webhook-secret")
 
-var (
-	keyOnce sync.Once
-	testKey *rsa.PrivateKey
-)
-
-func appKey(t *testing.T) *rsa.PrivateKey {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testKey = k
-	})
-	return testKey
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines returns the JSON log lines with the given message.
-func (s *syncBuffer) lines(t *testing.T, msg string) []map[string]any {
+// logLines returns the JSON log lines with the given message.
+func logLines(t *testing.T, s *ghfaketest.SyncBuffer, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(s.String()))
@@ -90,24 +55,6 @@ func (s *syncBuffer) lines(t *testing.T, msg string) []map[string]any {
 		}
 	}
 	return out
-}
-
-// authRecorder remembers the credentials the client sent, so tests can check
-// that none leaks into the logs.
-type authRecorder struct {
-	base  http.RoundTripper
-	mu    sync.Mutex
-	auths []string
-}
-
-func (a *authRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	if v := req.Header.Get("Authorization"); v != "" {
-		_, tok, _ := strings.Cut(v, " ")
-		a.mu.Lock()
-		a.auths = append(a.auths, tok)
-		a.mu.Unlock()
-	}
-	return a.base.RoundTrip(req)
 }
 
 // receiver plays the service's webhook endpoint: it verifies the signature
@@ -205,8 +152,8 @@ type env struct {
 	st    *store.Store
 	rcv   *receiver
 	r     *Redeliverer
-	logs  *syncBuffer
-	auths *authRecorder
+	logs  *ghfaketest.SyncBuffer
+	auths *ghfaketest.AuthRecorder
 
 	mu  sync.Mutex
 	now time.Time
@@ -214,7 +161,7 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, now: time.Now(), logs: &syncBuffer{}}
+	e := &env{t: t, now: time.Now(), logs: &ghfaketest.SyncBuffer{}}
 	st, err := store.Open(context.Background(), t.TempDir(), store.Options{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +172,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	hook := httptest.NewServer(e.rcv)
 	t.Cleanup(hook.Close)
 
-	key := appKey(t)
+	key := ghfaketest.AppKey()
 	fake, err := ghfake.New(ghfake.Options{
 		AppID: appID, AppPublicKey: &key.PublicKey, WebhookSecret: webhookSecret, WebhookURL: hook.URL,
 		Org: org, InstallationID: instID, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
@@ -236,7 +183,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	t.Cleanup(fake.Close) // before the receiver closes: cleanups run last-in first-out
 	e.fake = fake
 
-	e.auths = &authRecorder{base: http.DefaultTransport.(*http.Transport).Clone()}
+	e.auths = ghfaketest.NewAuthRecorder()
 	e.gh, err = ghapp.New(ghapp.Config{
 		APIURL: fake.URL(), AppID: appID, Transport: e.auths,
 		PrivateKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
@@ -379,7 +326,7 @@ func TestRecoversDroppedDeliveries(t *testing.T) {
 	for _, d := range lost {
 		ids[d.GUID] = d.ID
 	}
-	lines := e.logs.lines(t, "asked github to redeliver a missed webhook")
+	lines := logLines(t, e.logs, "asked github to redeliver a missed webhook")
 	if len(lines) != 3 {
 		t.Fatalf("%d redelivery log lines, want 3", len(lines))
 	}
@@ -402,12 +349,11 @@ func TestRecoversDroppedDeliveries(t *testing.T) {
 	}
 
 	logs := e.logs.String()
-	e.auths.mu.Lock()
-	defer e.auths.mu.Unlock()
-	if len(e.auths.auths) == 0 {
+	auths := e.auths.Secrets()
+	if len(auths) == 0 {
 		t.Fatal("no credentials recorded")
 	}
-	for _, a := range e.auths.auths {
+	for _, a := range auths {
 		if strings.Contains(logs, a) {
 			t.Fatal("a credential appears in the logs")
 		}
@@ -477,7 +423,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	if n := e.requests(redeliverRoute); n != MaxAttempts {
 		t.Fatalf("%d redelivery requests, want %d", n, MaxAttempts)
 	}
-	lines := e.logs.lines(t, "webhook still not delivered after redeliveries; giving up: its job may need a re-run")
+	lines := logLines(t, e.logs, "webhook still not delivered after redeliveries; giving up: its job may need a re-run")
 	if len(lines) != 1 || lines[0]["delivery_guid"] != guid || lines[0]["level"] != "error" {
 		t.Fatalf("give-up log lines: %v", lines)
 	}
