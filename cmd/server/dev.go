@@ -209,7 +209,7 @@ func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, st
 // printTimelines writes one line per job: each step as an offset from the
 // moment its queued event was recorded.
 func printTimelines(ctx context.Context, w io.Writer, st *store.Store, ids []int64) error {
-	jobs, err := st.Jobs(ctx, 10000)
+	jobs, err := st.JobsWhere(ctx, "", "", 10000)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ func BenchmarkJobOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	jobs, err := st.Jobs(ctx, 1000)
+	jobs, err := st.JobsWhere(ctx, "", "", 1000)
 	if err != nil {
 		b.Fatal(err)
 	}

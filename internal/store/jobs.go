@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -85,17 +84,6 @@ func (t *Tx) QueuedJobs() ([]Job, error) {
 func (t *Tx) jobs(query string, args ...any) ([]Job, error) {
 	rows, err := t.query(query, args...)
 	return collect("list jobs", rows, err, scanJob)
-}
-
-// Jobs lists jobs, newest first, at most limit.
-func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
-	var out []Job
-	err := s.View(ctx, func(tx *Tx) error {
-		var err error
-		out, err = tx.jobs(`SELECT `+jobColumns+` FROM jobs ORDER BY queued_at DESC, id DESC LIMIT ?`, limit)
-		return err
-	})
-	return out, err
 }
 
 const (
