@@ -95,16 +95,26 @@ func (b backend) jobs(ctx context.Context, pool, state string, limit int, draine
 	return out, nil
 }
 
+// runnersOf returns the runners the jobs ran on, by name.
 func (b backend) runnersOf(ctx context.Context, jobs []store.Job) (map[string]store.Runner, error) {
-	all, err := b.a.Store.Runners(ctx, 10000)
-	if err != nil {
-		return nil, err
-	}
-	byName := make(map[string]store.Runner, len(all))
-	for _, r := range all {
-		byName[r.Name] = r
-	}
-	return byName, nil
+	out := map[string]store.Runner{}
+	err := b.a.Store.View(ctx, func(tx *store.Tx) error {
+		for _, j := range jobs {
+			if j.RunnerName == "" {
+				continue
+			}
+			r, err := tx.Runner(j.RunnerName)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // not ours, or pruned
+			}
+			if err != nil {
+				return err
+			}
+			out[r.Name] = r
+		}
+		return nil
+	})
+	return out, err
 }
 
 // view turns a job row into the admin view, with where its time went.
