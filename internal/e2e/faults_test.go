@@ -28,9 +28,7 @@ func TestRunnerThatNeverRegistersIsReplaced(t *testing.T) {
 	if n := e.jitCalls(); n != 2 {
 		t.Fatalf("launches = %d, want 2 (the hung runner and its replacement)", n)
 	}
-	if !strings.Contains(e.logText(), "runner not online within registration_timeout") {
-		t.Fatal("no log line says why the runner was replaced")
-	}
+	e.waitLog("runner not online within registration_timeout")
 	e.eventually("no runner records left", 30*time.Second, func() bool { return len(e.fake.Runners()) == 0 })
 }
 
@@ -233,9 +231,7 @@ func TestMaxJobDuration(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitNoInstances()
-	if !strings.Contains(e.logText(), "job ran past max_job_duration") {
-		t.Fatal("no log line says why the instance was deleted")
-	}
+	e.waitLog("job ran past max_job_duration")
 	j := e.fake.Job
 	e.waitCompleted(id)
 	if v, _ := j(id); v.Conclusion != ghfake.ConclusionFailure {

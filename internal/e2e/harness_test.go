@@ -353,6 +353,14 @@ func (e *env) waitNoInstances() {
 	e.eventually("no instances of ours left", time.Minute, func() bool { return len(e.instances()) == 0 })
 }
 
+// waitLog waits for a log line holding want. The service logs a deletion
+// after LXD has answered, so a test that saw the instance go may be a
+// moment ahead of the line.
+func (e *env) waitLog(want string) {
+	e.t.Helper()
+	e.eventually(fmt.Sprintf("a log line with %q", want), 10*time.Second, func() bool { return strings.Contains(e.logText(), want) })
+}
+
 // checkNoSecrets fails if any secret reached the service's logs: the
 // webhook secret, the App key, an installation token, or a JIT config
 // (base64 of a JSON object, so it starts with "eyJ").
