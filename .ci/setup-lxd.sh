@@ -44,6 +44,12 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
 	apt-get install -y -q "${pkgs[@]}"
 fi
 
+# The daemon, not its helpers: container monitors and proxy processes are
+# named lxd too, and outlive a daemon that died.
+daemon_running() {
+	pgrep -f '^([^ ]*/)?lxd( -[^ ]+( [^- ][^ ]*)?)*$' >/dev/null
+}
+
 start_lxd() {
 	echo "setup-lxd: starting lxd (log: $log)"
 	# setsid + nohup: the daemon outlives this script and its caller's
@@ -54,12 +60,12 @@ start_lxd() {
 }
 
 # A running daemon answers at once; starting a second one would fail.
-if ! timeout 20 lxc info >/dev/null 2>&1 && ! pgrep -x lxd >/dev/null; then
+if ! timeout 20 lxc info >/dev/null 2>&1 && ! daemon_running; then
 	start_lxd
 fi
 if ! lxd waitready --timeout 60; then
 	# An lxd that was shutting down when we looked: start a new one.
-	if pgrep -x lxd >/dev/null || ! { start_lxd && lxd waitready --timeout 60; }; then
+	if daemon_running || ! { start_lxd && lxd waitready --timeout 60; }; then
 		echo "setup-lxd: lxd not ready; last lines of $log:" >&2
 		tail -n 30 "$log" >&2 || true
 		exit 1

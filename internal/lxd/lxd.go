@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
@@ -141,7 +143,7 @@ func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	if _, _, err := c.server(ctx, "").GetServer(); err != nil {
-		return fmt.Errorf("ping lxd: %w", err)
+		return classify(fmt.Errorf("ping lxd: %w", err))
 	}
 	return nil
 }
@@ -155,7 +157,7 @@ func (c *Client) Ping(ctx context.Context) error {
 // error that matches scheduler.ErrNotFound. Errors never contain the JIT
 // config.
 func (c *Client) Create(ctx context.Context, spec scheduler.InstanceSpec) (err error) {
-	defer func() { err = redact(err, spec.JITConfig.Reveal()) }()
+	defer func() { err = classify(redact(err, spec.JITConfig.Reveal())) }()
 	if err := checkSpec(spec); err != nil {
 		return fmt.Errorf("create instance %s: %w", spec.Name, err)
 	}
@@ -300,7 +302,8 @@ func resolveImage(s lxdclient.InstanceServer, name string) (string, error) {
 
 // Delete stops name with force and deletes it. An instance that is missing,
 // or that vanishes on the way because it was ephemeral, is success.
-func (c *Client) Delete(ctx context.Context, name string) error {
+func (c *Client) Delete(ctx context.Context, name string) (err error) {
+	defer func() { err = classify(err) }()
 	ctx, cancel := c.call(ctx)
 	defer cancel()
 	s := c.server(ctx, "")
@@ -375,7 +378,7 @@ func (c *Client) List(ctx context.Context) ([]scheduler.Instance, error) {
 	defer cancel()
 	all, err := c.server(ctx, "").GetInstances(api.InstanceTypeAny)
 	if err != nil {
-		return nil, fmt.Errorf("list instances: %w", err)
+		return nil, classify(fmt.Errorf("list instances: %w", err))
 	}
 	out := make([]scheduler.Instance, 0, len(all))
 	for _, inst := range all {
@@ -395,7 +398,7 @@ func (c *Client) Get(ctx context.Context, name string) (scheduler.Instance, erro
 	defer cancel()
 	inst, _, err := c.server(ctx, "").GetInstance(name)
 	if err != nil {
-		return scheduler.Instance{}, fmt.Errorf("get instance %s: %w", name, notFound(err))
+		return scheduler.Instance{}, classify(fmt.Errorf("get instance %s: %w", name, notFound(err)))
 	}
 	return toInstance(*inst), nil
 }
@@ -541,6 +544,35 @@ func (e notFoundError) Unwrap() []error { return []error{e.err, scheduler.ErrNot
 func notFound(err error) error {
 	if api.StatusErrorCheck(err, http.StatusNotFound) {
 		return notFoundError{err}
+	}
+	return err
+}
+
+// unreachableError keeps LXD's message but also matches
+// scheduler.ErrUnreachable.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string   { return e.err.Error() }
+func (e unreachableError) Unwrap() []error { return []error{e.err, scheduler.ErrUnreachable} }
+
+// classify marks err as scheduler.ErrUnreachable when LXD did not answer: a
+// failed dial, a connection cut during the call, or the event stream closing
+// under an operation. The client reports the last only as text, so the
+// message is checked too.
+func classify(err error) error {
+	if err == nil || errors.Is(err, scheduler.ErrUnreachable) {
+		return err
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return unreachableError{err}
+	}
+	msg := err.Error()
+	for _, s := range []string{"websocket: close", "connection refused", "connection reset by peer", "broken pipe", "unexpected EOF"} {
+		if strings.Contains(msg, s) {
+			return unreachableError{err}
+		}
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
@@ -45,6 +46,17 @@ func (i *instances) List(ctx context.Context) ([]scheduler.Instance, error) {
 	list, err := i.inner.List(ctx)
 	i.m.lxdOp(OpList, start, err)
 	return list, err
+}
+
+func (i *instances) Get(ctx context.Context, name string) (scheduler.Instance, error) {
+	start := time.Now()
+	in, err := i.inner.Get(ctx, name)
+	failed := err
+	if errors.Is(err, scheduler.ErrNotFound) {
+		failed = nil // LXD answered: a missing instance is an answer, not a failure
+	}
+	i.m.lxdOp(OpGet, start, failed)
+	return in, err
 }
 
 func (m *Metrics) lxdOp(op string, start time.Time, err error) {

@@ -18,6 +18,14 @@ type fakeInstances struct {
 	create func(context.Context, scheduler.InstanceSpec) error
 	delete func(context.Context, string) error
 	list   func(context.Context) ([]scheduler.Instance, error)
+	get    func(context.Context, string) (scheduler.Instance, error)
+}
+
+func (f *fakeInstances) Get(ctx context.Context, name string) (scheduler.Instance, error) {
+	if f.get == nil {
+		return scheduler.Instance{Name: name}, nil
+	}
+	return f.get(ctx, name)
 }
 
 func (f *fakeInstances) Create(ctx context.Context, spec scheduler.InstanceSpec) error {
@@ -67,6 +75,15 @@ func TestInstrumentInstances(t *testing.T) {
 			gotName = name
 			return nil
 		},
+		get: func(ctx context.Context, name string) (scheduler.Instance, error) {
+			switch name {
+			case "gone":
+				return scheduler.Instance{}, fmt.Errorf("get instance gone: %w", scheduler.ErrNotFound)
+			case "down":
+				return scheduler.Instance{}, fmt.Errorf("get instance down: %w", scheduler.ErrUnreachable)
+			}
+			return scheduler.Instance{Name: name, Status: "Running"}, nil
+		},
 		list: func(ctx context.Context) ([]scheduler.Instance, error) {
 			if failList {
 				return nil, context.DeadlineExceeded
@@ -115,6 +132,20 @@ func TestInstrumentInstances(t *testing.T) {
 	}
 	want(t, g, metrics.LXDOperationsTotal, L{"op": "list", "result": "error"}, 1)
 	want(t, g, metrics.LXDOperationsTotal, L{"op": "list", "result": "ok"}, 1)
+
+	// A missing instance is LXD's answer, not a failed call; the error
+	// still reaches the caller.
+	if in, err := inst.Get(ctx, "r-3"); err != nil || in.Status != "Running" {
+		t.Errorf("Get = %+v, %v", in, err)
+	}
+	if _, err := inst.Get(ctx, "gone"); !errors.Is(err, scheduler.ErrNotFound) {
+		t.Errorf("Get(gone) error = %v, want ErrNotFound", err)
+	}
+	if _, err := inst.Get(ctx, "down"); !errors.Is(err, scheduler.ErrUnreachable) {
+		t.Errorf("Get(down) error = %v, want ErrUnreachable", err)
+	}
+	want(t, g, metrics.LXDOperationsTotal, L{"op": "get", "result": "ok"}, 2)
+	want(t, g, metrics.LXDOperationsTotal, L{"op": "get", "result": "error"}, 1)
 
 	// Every call is timed, failures too.
 	want(t, g, metrics.LXDOperationDurationSeconds, L{"op": "create"}, 2)

@@ -62,6 +62,7 @@ const (
 	OpCreate = "create"
 	OpDelete = "delete"
 	OpList   = "list"
+	OpGet    = "get"
 )
 
 // Names returns every metric name above, for checks of dashboards and rules.

@@ -28,6 +28,11 @@ const (
 // thing asked about does not exist (any more).
 var ErrNotFound = errors.New("not found")
 
+// ErrUnreachable is matched by Instances errors when LXD did not answer:
+// the daemon is down or went away during the call, so what it did is not
+// known until it is asked again.
+var ErrUnreachable = errors.New("lxd unreachable")
+
 // ErrRunnerBusy is returned by GitHub.RemoveRunner when GitHub refuses to
 // remove a runner because it is running a job.
 var ErrRunnerBusy = errors.New("runner is busy")
@@ -77,6 +82,8 @@ type Instances interface {
 	Delete(ctx context.Context, name string) error
 	// List returns the instances that carry KeyManaged, in the configured project.
 	List(ctx context.Context) ([]Instance, error)
+	// Get returns one instance, ours or not; ErrNotFound when it does not exist.
+	Get(ctx context.Context, name string) (Instance, error)
 }
 
 // JITRequest asks GitHub for a just-in-time runner config.

@@ -478,7 +478,12 @@ func (s *Scheduler) launch(r store.Runner) {
 		Config: cfg, JITConfig: jit.Config,
 	}
 	began := time.Now()
-	if err := s.lxd.Create(ctx, spec); err != nil {
+	err = s.lxd.Create(ctx, spec)
+	if errors.Is(err, ErrUnreachable) {
+		s.event(r.JobID, "launch_waiting", r.Name+": LXD did not answer; keeping the registration until it does")
+		err = s.awaitLXD(ctx, log, spec, err)
+	}
+	if err != nil {
 		s.m.Launch(r.Pool, "error", time.Since(began))
 		fail("create", err)
 		return
@@ -498,6 +503,48 @@ func (s *Scheduler) launch(r store.Runner) {
 	}
 	log.Info().Int64("runner_id", jit.RunnerID).Msg("runner started")
 	s.event(r.JobID, "runner_started", "instance "+r.Name)
+}
+
+// awaitLXD finishes a create that LXD did not answer (err): the daemon is
+// down, or went away during the call. Nothing can have used the JIT config
+// unless the instance runs, so rather than spend a new registration on a
+// retry it waits for LXD, with backoff, and then
+//   - adopts the instance if it runs;
+//   - replaces it with a fresh one, same config, if it exists but does not
+//     run: a half-started instance is never started again;
+//   - creates it if it does not exist.
+//
+// It gives up when LXD answers with an error or ctx ends.
+func (s *Scheduler) awaitLXD(ctx context.Context, log zerolog.Logger, spec InstanceSpec, err error) error {
+	log.Warn().Err(err).Msg("LXD did not answer the create; keeping the runner's registration until it does")
+	for attempt := 0; errors.Is(err, ErrUnreachable); attempt++ {
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		// Asking LXD costs one GET: a short cap brings the launch back soon
+		// after the daemon is.
+		case <-time.After(backoff(attempt, min(s.cfg.MaxBackoff, 10*time.Second))):
+		}
+		var in Instance
+		in, err = s.lxd.Get(ctx, spec.Name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			continue
+		case in.Owner != s.cfg.NamePrefix:
+			return fmt.Errorf("instance %s exists but is not ours (owner %q)", spec.Name, in.Owner)
+		case in.Status == "Running":
+			log.Info().Msg("LXD is back and the instance runs: adopted")
+			return nil
+		default:
+			log.Info().Str("status", in.Status).Msg("LXD is back; the instance did not start: replacing it")
+			if err = s.lxd.Delete(ctx, spec.Name); err != nil {
+				continue
+			}
+		}
+		err = s.lxd.Create(ctx, spec)
+	}
+	return err
 }
 
 // teardown deletes one runner as its mode demands. A failed attempt leaves

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,29 @@ type memLXD struct {
 	peak      int
 	failNext  int
 	block     chan struct{} // when set, Create waits for it or ctx
+	// away makes every call fail with ErrUnreachable, as while the LXD
+	// daemon is down. The first Create that meets it leaves behind an
+	// instance in state halfMade ("Stopped", "Running"; none when empty),
+	// as a daemon killed in the middle of a create may.
+	away     bool
+	halfMade string
+}
+
+var errAway = fmt.Errorf("dial unix /var/lib/lxd/unix.socket: %w", ErrUnreachable)
+
+func (m *memLXD) setAway(away bool) { m.mu.Lock(); m.away = away; m.mu.Unlock() }
+
+func (m *memLXD) Get(_ context.Context, name string) (Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return Instance{}, errAway
+	}
+	in, ok := m.instances[name]
+	if !ok {
+		return Instance{}, ErrNotFound
+	}
+	return in, nil
 }
 
 func (m *memLXD) Create(ctx context.Context, spec InstanceSpec) error {
@@ -51,6 +75,14 @@ func (m *memLXD) Create(ctx context.Context, spec InstanceSpec) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.away {
+		if m.halfMade != "" {
+			m.instances[spec.Name] = Instance{Name: spec.Name, Owner: spec.Config[KeyOwner], Pool: spec.Config[KeyPool], Status: m.halfMade}
+			m.specs[spec.Name] = spec
+			m.halfMade = ""
+		}
+		return errAway
+	}
 	if m.failNext > 0 {
 		m.failNext--
 		return errors.New("lxd: injected failure")
@@ -69,6 +101,9 @@ func (m *memLXD) Create(ctx context.Context, spec InstanceSpec) error {
 func (m *memLXD) Delete(_ context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.away {
+		return errAway
+	}
 	delete(m.instances, name)
 	return nil
 }
@@ -76,6 +111,9 @@ func (m *memLXD) Delete(_ context.Context, name string) error {
 func (m *memLXD) List(context.Context) ([]Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.away {
+		return nil, errAway
+	}
 	var out []Instance
 	for _, in := range m.instances {
 		out = append(out, in)
@@ -771,5 +809,86 @@ func TestRecycleIdleAfterImageRebuild(t *testing.T) {
 				t.Fatalf("idle runner %s on the old image was kept", n.Name)
 			}
 		}
+	}
+}
+
+// LXD goes away during a create. The launch keeps its JIT config (a single
+// registration per job) and, once LXD answers again, creates the instance
+// if nothing was made, replaces one that was made but does not run, and
+// adopts one that runs.
+func TestCreateWaitsOutLXDAndKeepsRegistration(t *testing.T) {
+	for _, c := range []struct {
+		halfMade string
+		creates  int
+	}{
+		{halfMade: "", creates: 1},
+		{halfMade: "Stopped", creates: 1},
+		{halfMade: "Running", creates: 0},
+	} {
+		t.Run("left "+cmp.Or(c.halfMade, "nothing"), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MaxBackoff = 20 * time.Millisecond
+			e := newEnv(t, cfg)
+			e.lxd.away, e.lxd.halfMade = true, c.halfMade
+			e.deliver(ActionQueued, 1, "")
+			if err := e.s.Step(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // a few rounds of asking LXD
+			e.lxd.setAway(false)
+			e.settle()
+
+			if e.gh.jitCalls != 1 {
+				t.Fatalf("JIT configs = %d, want 1: the registration must outlive LXD's absence", e.gh.jitCalls)
+			}
+			if e.lxd.creates != c.creates {
+				t.Fatalf("creates after LXD came back = %d, want %d", e.lxd.creates, c.creates)
+			}
+			rs := e.runnersIn("")
+			if len(rs) != 1 || rs[0].State != store.RunnerStarted {
+				t.Fatalf("runners = %+v, want one started", rs)
+			}
+			if in, err := e.lxd.Get(context.Background(), rs[0].Name); err != nil || in.Status != "Running" {
+				t.Fatalf("instance = %+v, %v; want it running", in, err)
+			}
+			evs, err := e.st.JobEvents(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, ev := range evs {
+				kinds = append(kinds, ev.Kind)
+			}
+			if want := "queued accepted launched launch_waiting runner_started"; strings.Join(kinds, " ") != want {
+				t.Fatalf("timeline = %v, want %s", kinds, want)
+			}
+			e.noSecretInLogs()
+		})
+	}
+}
+
+// A launch that waits for LXD gives up when the service stops: its
+// registration is removed and the job stays queued for the next start.
+func TestCreateWaitingForLXDEndsAtShutdown(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxBackoff = 20 * time.Millisecond
+	e := newEnv(t, cfg)
+	e.lxd.away = true
+	e.deliver(ActionQueued, 1, "")
+	if err := e.s.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	e.s.stopWork()
+	e.s.wg.Wait()
+	e.lxd.setAway(false)
+	e.settle()
+	if j := e.job(1); j.State != store.JobQueued {
+		t.Fatalf("job is %s, want queued", j.State)
+	}
+	e.gh.mu.Lock()
+	defer e.gh.mu.Unlock()
+	if e.gh.removes != 1 {
+		t.Fatalf("registrations removed = %d, want 1", e.gh.removes)
 	}
 }
