@@ -249,7 +249,7 @@ func printTimelines(ctx context.Context, w io.Writer, st *store.Store, ids []int
 		steps := []string{
 			"queued",
 			"launched " + off(r.CreatedAt),
-			"started " + off(r.StartedAt),
+			"online " + off(r.OnlineAt),
 			"running " + off(j.StartedAt) + " on " + j.RunnerName,
 			"completed " + off(j.CompletedAt) + " (" + j.Conclusion + ")",
 			"deleted " + off(r.EndedAt),

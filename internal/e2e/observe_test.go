@@ -92,6 +92,7 @@ func TestObservability(t *testing.T) {
 		{p + "instance_launch_seconds_count", []string{`pool="linux"`}, n},
 		{p + "job_queue_wait_seconds_count", []string{`pool="linux"`}, n},
 		{p + "job_run_seconds_count", []string{`pool="linux"`}, n},
+		{p + "runner_ready_seconds_count", []string{`pool="linux"`}, n},
 		{p + "jobs_completed_total", []string{`conclusion="success"`}, n},
 		{p + "teardowns_total", []string{`reason="job_done"`}, n},
 		{p + "webhooks_received_total", []string{`result="accepted"`}, 3*n + 1},
@@ -146,6 +147,11 @@ func TestObservability(t *testing.T) {
 			t.Fatalf("timeline %v lacks %s after position %d", kinds, k, last)
 		}
 		last = idx
+	}
+	// The runner launched for the job came online after its launch; it may
+	// have taken another job, so its start is not ordered with this one's.
+	if idx := indexOf(kinds, "runner_online", indexOf(kinds, "launched", 0)+1); idx < 0 {
+		t.Fatalf("timeline %v lacks runner_online after launched", kinds)
 	}
 	if total := at["instance_deleted"].Sub(at["queued"]); total <= 0 || total > time.Minute {
 		t.Fatalf("queued to deleted took %v: implausible", total)

@@ -76,10 +76,12 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		if err := tx.PutJob(job); err != nil {
 			return err
 		}
-		if err := tx.AddEvent(job.ID, d.ReceivedAt, "in_progress", "runner "+d.RunnerName); err != nil {
+		// The claim first, as of the webhook's arrival: it may add the
+		// runner's online step, which comes before the job's start.
+		if err := s.claim(tx, log, d.RunnerName, d.ReceivedAt); err != nil {
 			return err
 		}
-		return s.claim(tx, log, d.RunnerName, now)
+		return tx.AddEvent(job.ID, d.ReceivedAt, "in_progress", "runner "+d.RunnerName)
 
 	case ActionCompleted:
 		if job.State == store.JobCompleted {
@@ -147,7 +149,9 @@ func (s *Scheduler) claim(tx *store.Tx, log zerolog.Logger, name string, now tim
 	default:
 		return nil
 	}
-	s.m.RunnerReady(r.Pool, now.Sub(r.CreatedAt))
+	if _, err := s.markOnline(tx, &r, now, "took a job"); err != nil {
+		return err
+	}
 	r.State, r.BusyAt, r.DeleteMode, r.Reason = store.RunnerBusy, now, "", ""
 	log.Info().Str("pool", r.Pool).Str("instance", name).Msg("runner busy")
 	return tx.PutRunner(r)

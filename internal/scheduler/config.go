@@ -45,6 +45,7 @@ type Config struct {
 	ShutdownGrace       time.Duration // how long workers may run on after shutdown starts
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
+	OnlineCheckInterval time.Duration // how often GitHub is asked whether started runners are online yet
 }
 
 // Defaults.
@@ -60,6 +61,7 @@ const (
 	DefaultMaxAttempts         = 3
 	DefaultMaxIdleAge          = time.Hour
 	DefaultRetention           = 7 * 24 * time.Hour
+	DefaultOnlineCheckInterval = 5 * time.Second
 )
 
 // WithDefaults fills unset fields.
@@ -87,6 +89,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
+	}
+	if c.OnlineCheckInterval == 0 {
+		c.OnlineCheckInterval = DefaultOnlineCheckInterval
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts

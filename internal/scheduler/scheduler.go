@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -186,6 +187,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer tick.Stop()
 	rec := time.NewTicker(s.cfg.ReconcileInterval)
 	defer rec.Stop()
+	online := time.NewTicker(s.cfg.OnlineCheckInterval)
+	defer online.Stop()
+	var checking atomic.Bool
 	for {
 		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error().Err(err).Msg("scheduler step failed")
@@ -203,6 +207,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			case <-time.After(stepCoalesce):
 			}
 		case <-tick.C:
+		case <-online.C:
+			// Off the loop: GitHub may be slow, and steps must not wait.
+			if checking.CompareAndSwap(false, true) {
+				s.wg.Go(func() {
+					defer checking.Store(false)
+					s.checkOnline(s.work)
+				})
+			}
 		case <-rec.C:
 			if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("reconcile failed")
@@ -561,19 +573,22 @@ func (s *Scheduler) teardown(r store.Runner) {
 		log.Warn().Err(err).Dur("retry_in", d).Msg(what + " failed; will retry")
 	}
 	keep := func(state, why string) {
-		err := s.update(r.Name, func(x *store.Runner) bool {
-			if x.State != store.RunnerDeleting {
-				return false
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.work), 30*time.Second)
+		defer cancel()
+		err := s.st.Update(ctx, func(tx *store.Tx) error {
+			x, err := tx.Runner(r.Name)
+			if err != nil || x.State != store.RunnerDeleting {
+				return err
 			}
 			x.State, x.DeleteMode, x.Reason = state, "", ""
 			now := s.clock.Now()
 			if state == store.RunnerBusy && x.BusyAt.IsZero() {
 				x.BusyAt = now
 			}
-			if x.OnlineAt.IsZero() {
-				x.OnlineAt = now
+			if _, err := s.markOnline(tx, &x, now, why); err != nil {
+				return err
 			}
-			return true
+			return tx.PutRunner(x)
 		})
 		if err != nil {
 			log.Error().Err(err).Msg("record kept runner")

@@ -752,7 +752,7 @@ func TestJobTimeline(t *testing.T) {
 			t.Fatalf("events out of time order: %+v", evs)
 		}
 	}
-	want := "queued accepted launched runner_started in_progress completed instance_deleted"
+	want := "queued accepted launched runner_started runner_online in_progress completed instance_deleted"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Fatalf("timeline = %s\nwant       %s", got, want)
 	}
@@ -890,5 +890,77 @@ func TestCreateWaitingForLXDEndsAtShutdown(t *testing.T) {
 	defer e.gh.mu.Unlock()
 	if e.gh.removes != 1 {
 		t.Fatalf("registrations removed = %d, want 1", e.gh.removes)
+	}
+}
+
+type readyMetrics struct {
+	nopMetrics
+	mu    sync.Mutex
+	ready []time.Duration
+}
+
+func (m *readyMetrics) RunnerReady(_ string, d time.Duration) {
+	m.mu.Lock()
+	m.ready = append(m.ready, d)
+	m.mu.Unlock()
+}
+
+// A runner that GitHub lists online gets its timeline step and one
+// readiness observation when the online check sees it; taking a job later
+// adds neither again. A runner GitHub does not list online gets nothing.
+func TestOnlineCheck(t *testing.T) {
+	e := newEnv(t, testConfig())
+	m := &readyMetrics{}
+	e.s.SetMetrics(m)
+	ctx := context.Background()
+	e.deliver(ActionQueued, 1, "")
+	e.deliver(ActionQueued, 2, "")
+	e.settle()
+	rs := e.runnersIn(store.RunnerStarted)
+	if len(rs) != 2 {
+		t.Fatalf("started runners = %d, want 2", len(rs))
+	}
+	e.clock.Advance(3 * time.Second)
+	e.s.checkOnline(ctx)
+	if len(m.ready) != 0 {
+		t.Fatal("a runner GitHub lists offline was counted ready")
+	}
+	e.gh.set(rs[0].Name, func(r *memRunner) { r.online = true })
+	e.s.checkOnline(ctx)
+	e.s.checkOnline(ctx)
+	if len(m.ready) != 1 || m.ready[0] != 3*time.Second {
+		t.Fatalf("readiness observed %v, want once, 3s", m.ready)
+	}
+	for _, r := range e.runnersIn(store.RunnerStarted) {
+		if online := !r.OnlineAt.IsZero(); online != (r.Name == rs[0].Name) {
+			t.Errorf("%s: online = %v", r.Name, online)
+		}
+	}
+
+	e.clock.Advance(time.Second)
+	e.deliver(ActionInProgress, rs[0].JobID, rs[0].Name)
+	e.deliver(ActionInProgress, rs[1].JobID, rs[1].Name)
+	e.settle()
+	if len(m.ready) != 2 || m.ready[1] != 4*time.Second {
+		t.Fatalf("readiness observed %v, want a second one of 4s for the runner seen first by in_progress", m.ready)
+	}
+	for _, r := range rs {
+		evs, err := e.st.JobEvents(ctx, r.JobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var online []string
+		for _, ev := range evs {
+			if ev.Kind == "runner_online" {
+				online = append(online, ev.Detail)
+			}
+		}
+		want := r.Name + ": took a job"
+		if r.Name == rs[0].Name {
+			want = r.Name + ": online at GitHub"
+		}
+		if len(online) != 1 || online[0] != want {
+			t.Errorf("job %d: runner_online steps %q, want [%q]", r.JobID, online, want)
+		}
 	}
 }
