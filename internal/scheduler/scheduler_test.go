@@ -302,6 +302,24 @@ func (e *env) job(id int64) store.Job {
 	return j
 }
 
+// timeline returns the kinds of a job's timeline steps, space-separated,
+// and fails if the steps are out of time order.
+func (e *env) timeline(jobID int64) string {
+	e.t.Helper()
+	evs, err := e.st.JobEvents(context.Background(), jobID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var kinds []string
+	for i, ev := range evs {
+		kinds = append(kinds, ev.Kind)
+		if i > 0 && ev.At.Before(evs[i-1].At) {
+			e.t.Fatalf("job %d: steps out of time order: %+v", jobID, evs)
+		}
+	}
+	return strings.Join(kinds, " ")
+}
+
 func (e *env) noSecretInLogs() {
 	e.t.Helper()
 	if strings.Contains(e.logs.String(), "JITSECRET") {
@@ -741,19 +759,8 @@ func TestJobTimeline(t *testing.T) {
 	e.clock.Advance(time.Second)
 	e.deliver(ActionCompleted, 1, r.Name)
 	e.settle()
-	evs, err := e.st.JobEvents(context.Background(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kinds []string
-	for i, ev := range evs {
-		kinds = append(kinds, ev.Kind)
-		if i > 0 && ev.At.Before(evs[i-1].At) {
-			t.Fatalf("events out of time order: %+v", evs)
-		}
-	}
 	want := "queued accepted launched runner_started runner_online in_progress completed instance_deleted"
-	if got := strings.Join(kinds, " "); got != want {
+	if got := e.timeline(1); got != want {
 		t.Fatalf("timeline = %s\nwant       %s", got, want)
 	}
 	// An ignored job says why.
@@ -851,16 +858,8 @@ func TestCreateWaitsOutLXDAndKeepsRegistration(t *testing.T) {
 			if in, err := e.lxd.Get(context.Background(), rs[0].Name); err != nil || in.Status != "Running" {
 				t.Fatalf("instance = %+v, %v; want it running", in, err)
 			}
-			evs, err := e.st.JobEvents(context.Background(), 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var kinds []string
-			for _, ev := range evs {
-				kinds = append(kinds, ev.Kind)
-			}
-			if want := "queued accepted launched launch_waiting runner_started"; strings.Join(kinds, " ") != want {
-				t.Fatalf("timeline = %v, want %s", kinds, want)
+			if got, want := e.timeline(1), "queued accepted launched launch_waiting runner_started"; got != want {
+				t.Fatalf("timeline = %s, want %s", got, want)
 			}
 			e.noSecretInLogs()
 		})
