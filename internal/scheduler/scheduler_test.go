@@ -766,7 +766,7 @@ func TestJobTimeline(t *testing.T) {
 	// An ignored job says why.
 	e.deliver(ActionQueued, 2, "", "ubuntu-latest")
 	e.settle()
-	evs, _ = e.st.JobEvents(context.Background(), 2)
+	evs, _ := e.st.JobEvents(context.Background(), 2)
 	if len(evs) != 2 || evs[1].Kind != "ignored" || evs[1].Detail != ReasonNoPool {
 		t.Fatalf("ignored job timeline = %+v", evs)
 	}
