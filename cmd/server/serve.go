@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,8 +36,19 @@ func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
 
+// gcPercent is the garbage collector's target unless GOGC says otherwise.
+// Decoding a workflow_job payload into go-github's event allocates about
+// 37 KB, most of it garbage at once, while the live heap stays small: at
+// Go's default of 100 the collector took about a tenth of the webhook
+// path's CPU, and p99 missed 10 ms in two of three load runs. 400 costs
+// about 11 MB of RSS under that load (see the README's figures).
+const gcPercent = 400
+
 // serve runs the service until ctx ends.
 func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	st, err := store.Open(ctx, cfg.StateDir, store.Options{})
 	if err != nil {
 		return err
