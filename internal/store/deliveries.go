@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -99,27 +100,30 @@ func (s *Store) commit(batch []writeReq) {
 	err := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
-		stmt := tx.StmtContext(ctx, s.stmts[insertDelivery])
-		defer stmt.Close()
-		for i, r := range batch {
-			d := r.d
-			res, err := stmt.ExecContext(ctx, d.DeliveryID, d.Action, d.JobID, d.RunID, d.InstallationID,
-				d.Org, d.Repo, d.Public, encodeLabels(d.Labels), d.RunnerName, d.Conclusion, ms(d.ReceivedAt))
+		// The store's own durability (FULL: an fsync before the 202).
+		return s.withSync(ctx, s.sync, func(conn *sql.Conn) error {
+			tx, err := conn.BeginTx(ctx, nil)
 			if err != nil {
 				return err
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
+			defer tx.Rollback()
+			stmt := tx.StmtContext(ctx, s.stmts[insertDelivery])
+			defer stmt.Close()
+			for i, r := range batch {
+				d := r.d
+				res, err := stmt.ExecContext(ctx, d.DeliveryID, d.Action, d.JobID, d.RunID, d.InstallationID,
+					d.Org, d.Repo, d.Public, encodeLabels(d.Labels), d.RunnerName, d.Conclusion, ms(d.ReceivedAt))
+				if err != nil {
+					return err
+				}
+				n, err := res.RowsAffected()
+				if err != nil {
+					return err
+				}
+				fresh[i] = n == 1
 			}
-			fresh[i] = n == 1
-		}
-		return tx.Commit()
+			return tx.Commit()
+		})
 	}()
 	if err != nil {
 		err = fmt.Errorf("record delivery: %w", err)
