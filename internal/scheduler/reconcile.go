@@ -122,10 +122,14 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		s.log.Info().Int64("rows", n).Msg("reconcile: pruned state past retention")
 	}
 	var errs []error
+	offline := map[string]bool{}
 	for _, o := range orgs {
-		if err := s.reconcileRecords(ctx, o, owned, busyWorkers); err != nil {
+		if err := s.reconcileRecords(ctx, o, owned, busyWorkers, offline); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := s.retireOffline(ctx, offline); err != nil {
+		errs = append(errs, err)
 	}
 	s.Notify()
 	if err := errors.Join(errs...); err != nil {
@@ -138,14 +142,19 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 
 // reconcileRecords removes the organization's runner records that carry our
 // prefix, are offline and idle, and belong to no live runner: what is left
-// when a launch failed half way, or a runner's instance died.
-func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, busyWorkers map[string]bool) error {
+// when a launch failed half way, or a runner's instance died. The offline,
+// idle records of live runners are added to offline.
+func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, busyWorkers, offline map[string]bool) error {
 	records, err := s.gh.ListRunners(ctx, o.InstallationID, o.Login)
 	if err != nil {
 		return fmt.Errorf("reconcile: list runners of %s: %w", o.Login, err)
 	}
 	for _, r := range records {
-		if !strings.HasPrefix(r.Name, s.cfg.NamePrefix) || r.Online || r.Busy || owned[r.Name] || busyWorkers[r.Name] {
+		if !strings.HasPrefix(r.Name, s.cfg.NamePrefix) || r.Online || r.Busy || busyWorkers[r.Name] {
+			continue
+		}
+		if owned[r.Name] {
+			offline[r.Name] = true
 			continue
 		}
 		s.log.Info().Str("org", o.Login).Str("runner", r.Name).Int64("runner_id", r.ID).Msg("reconcile: removing offline runner record with no instance")
@@ -155,6 +164,41 @@ func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, bu
 		}
 	}
 	return nil
+}
+
+// retireOffline tears down idle runners that were online and that GitHub
+// now lists offline: the runner process hung or lost its network while its
+// instance still runs. Counted as an unassigned runner, such a runner would
+// keep a queued job waiting until max_idle_age. It goes like a surplus
+// runner (GitHub's record first, kept if GitHub says it took a job), and
+// the job gets a new runner at the next step. A runner never seen online is
+// the registration timer's business.
+func (s *Scheduler) retireOffline(ctx context.Context, offline map[string]bool) error {
+	if len(offline) == 0 {
+		return nil
+	}
+	busyWorkers := s.workers(nil)
+	return s.st.Update(ctx, func(tx *store.Tx) error {
+		for name := range offline {
+			r, err := tx.Runner(name)
+			if err != nil {
+				return fmt.Errorf("reconcile: %w", err)
+			}
+			if r.State != store.RunnerStarted || r.OnlineAt.IsZero() || busyWorkers[name] {
+				continue
+			}
+			r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeSurplus, "runner went offline at GitHub"
+			s.log.Warn().Str("pool", r.Pool).Str("instance", r.Name).Msg("reconcile: idle runner went offline at GitHub; replacing it")
+			s.m.ReconcileAction("retire_offline_runner")
+			if err := tx.PutRunner(r); err != nil {
+				return err
+			}
+			if err := tx.AddEvent(s.jobOf(tx, r), s.clock.Now(), "teardown", r.Name+": "+r.Reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // workers adds the names of runners with a worker in flight to into (a new

@@ -302,6 +302,20 @@ func (e *env) job(id int64) store.Job {
 	return j
 }
 
+func (e *env) runner(name string) store.Runner {
+	e.t.Helper()
+	var r store.Runner
+	err := e.st.View(context.Background(), func(tx *store.Tx) error {
+		var err error
+		r, err = tx.Runner(name)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
 // timeline returns the kinds of a job's timeline steps, space-separated,
 // and fails if the steps are out of time order.
 func (e *env) timeline(jobID int64) string {
@@ -961,5 +975,45 @@ func TestOnlineCheck(t *testing.T) {
 		if len(online) != 1 || online[0] != want {
 			t.Errorf("job %d: runner_online steps %q, want [%q]", r.JobID, online, want)
 		}
+	}
+}
+
+// An idle runner that was online and that GitHub now lists offline (its
+// runner process hung, its instance still runs) is replaced at reconcile:
+// counted as unassigned, it would keep the queued job waiting. A runner
+// never seen online is left to the registration timer.
+func TestReconcileReplacesRunnerThatWentOffline(t *testing.T) {
+	e := newEnv(t, testConfig())
+	ctx := context.Background()
+	e.deliver(ActionQueued, 1, "")
+	e.deliver(ActionQueued, 2, "")
+	e.settle()
+	rs := e.runnersIn(store.RunnerStarted)
+	if len(rs) != 2 {
+		t.Fatalf("started runners = %d, want 2", len(rs))
+	}
+	seen, never := rs[0], rs[1]
+	e.gh.set(seen.Name, func(r *memRunner) { r.online = true })
+	e.s.checkOnline(ctx)
+	e.gh.set(seen.Name, func(r *memRunner) { r.online = false })
+
+	if err := e.s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if r := e.runner(seen.Name); r.State != store.RunnerDeleted {
+		t.Fatalf("runner that went offline: %+v; want deleted", r)
+	}
+	if r := e.runner(never.Name); r.State != store.RunnerStarted {
+		t.Fatalf("runner never seen online: %+v; want it left started", r)
+	}
+	if _, err := e.lxd.Get(ctx, seen.Name); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the offline runner's instance is still there: %v", err)
+	}
+	if e.gh.jitCalls != 3 || len(e.runnersIn(store.RunnerStarted)) != 2 {
+		t.Fatalf("JIT configs = %d, started = %d; want a replacement (3, 2)", e.gh.jitCalls, len(e.runnersIn(store.RunnerStarted)))
+	}
+	if !strings.Contains(e.timeline(seen.JobID), "teardown") {
+		t.Fatalf("job %d's timeline does not say why its runner went: %s", seen.JobID, e.timeline(seen.JobID))
 	}
 }
