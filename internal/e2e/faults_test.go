@@ -227,6 +227,47 @@ func TestWarmPool(t *testing.T) {
 	}
 }
 
+// An idle runner that comes online and then goes silent (its process hung,
+// its instance still runs) is replaced at reconcile, and the next job runs
+// on a working runner.
+func TestRunnerThatGoesSilentIsReplaced(t *testing.T) {
+	// The stand-in lists a silent runner online for 12 s: long enough for
+	// the service's online check (every 5 s) to see it come online.
+	e := newEnv(t, options{extraPool: "    min_idle: 1", top: "reconcile_interval: 1s", runnerOfflineAfter: 12 * time.Second})
+	job := func() int64 {
+		return e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond})
+	}
+	idle := func() int {
+		n := 0
+		for _, r := range e.fake.Runners() {
+			if r.Status == "online" && !r.Busy {
+				n++
+			}
+		}
+		return n
+	}
+	e.waitCompleted(job()) // the warm pool serves organizations it has seen
+	e.eventually("one idle runner at rest", time.Minute, func() bool { return idle() == 1 && len(e.instances()) == 1 })
+	before := e.jitCalls()
+
+	e.fake.StallRunners(1) // the runner that refills the pool goes silent
+	e.waitCompleted(job())
+	e.eventually("the silent runner retired", time.Minute, func() bool {
+		return strings.Contains(e.logText(), "idle runner went offline at GitHub")
+	})
+	e.eventually("a working runner in its place", time.Minute, func() bool {
+		return idle() == 1 && len(e.instances()) == 1 && len(e.fake.Runners()) == 1
+	})
+	if n := e.jitCalls(); n != before+2 {
+		t.Fatalf("launches since the pool was at rest = %d, want 2 (the silent refill and its replacement)", n-before)
+	}
+	last := job()
+	e.waitCompleted(last)
+	if j, _ := e.fake.Job(last); j.Conclusion != ghfake.ConclusionSuccess {
+		t.Fatalf("job after the replacement: %s", j.Conclusion)
+	}
+}
+
 // A job that runs past max_job_duration has its instance deleted; GitHub
 // then fails the job, and nothing is left.
 func TestMaxJobDuration(t *testing.T) {

@@ -99,6 +99,9 @@ type options struct {
 	limits       string // YAML lines appended under limits
 	top          string // YAML lines at the top level
 	image        string // the pool's image; default the busybox one
+	// runnerOfflineAfter is how long the stand-in lists a silent runner
+	// online; default its own (5s).
+	runnerOfflineAfter time.Duration
 }
 
 // env is one service process with its own stand-in, profile, state and
@@ -144,8 +147,9 @@ func newEnv(t testing.TB, o options) *env {
 	e := &env{t: t, ctx: ctx, lxd: c, secret: []byte(randHex(16)), prefix: "e" + randHex(3) + "-", dir: t.TempDir()}
 	e.fake, err = ghfake.New(ghfake.Options{
 		AppID: 4242, AppPublicKey: &key.PublicKey, WebhookSecret: e.secret, Org: "acme", InstallationID: 7,
-		RunnerLostAfter: 5 * time.Second, // a dead runner fails its job soon
-		Log:             zerolog.Nop(),
+		RunnerLostAfter:    5 * time.Second, // a dead runner fails its job soon
+		RunnerOfflineAfter: o.runnerOfflineAfter,
+		Log:                zerolog.Nop(),
 	})
 	if err != nil {
 		t.Fatal(err)

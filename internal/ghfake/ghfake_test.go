@@ -440,6 +440,33 @@ func TestHangRunners(t *testing.T) {
 	}
 }
 
+// A stalled runner comes online, goes offline when it stops polling, and
+// is never given a job; the next runner takes the job.
+func TestStallRunners(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.RunnerOfflineAfter = 300 * time.Millisecond })
+	e.srv.StallRunners(1)
+	stalled, cancel := startRunner(t, e.jit("stalls", "linux").GetEncodedJITConfig())
+	if err := e.srv.WaitRunners(ctx(t), func(rs []RunnerView) bool { return len(rs) == 1 && rs[0].Status == "online" }); err != nil {
+		t.Fatal(err)
+	}
+	id := e.srv.QueueJob(JobSpec{Labels: []string{"linux"}})
+	time.Sleep(600 * time.Millisecond)
+	if rs := e.srv.Runners(); rs[0].Status != "offline" || rs[0].Busy {
+		t.Fatalf("stalled runner: %+v, want offline and idle", rs[0])
+	}
+	if j, _ := e.srv.Job(id); j.Status != StatusQueued {
+		t.Fatalf("job given to a silent runner: %+v", j)
+	}
+	cancel()
+	if err := result(t, stalled); err == nil {
+		t.Fatal("stalled runner returned nil")
+	}
+	ok, _ := startRunner(t, e.jit("works", "linux").GetEncodedJITConfig())
+	if err := result(t, ok); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDeliveriesAndRedeliver(t *testing.T) {
 	e := newEnv(t, nil)
 	e.srv.DropWebhooks(func(event, action string, _ int64) bool { return event == "workflow_job" && action == "queued" })

@@ -88,6 +88,11 @@ func RunRunner(ctx context.Context, opts RunnerOptions) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	if conn.Stall {
+		logf("online, then told to go silent; sleeping until killed")
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	logf("online; waiting for a job")
 
 	var since int64

@@ -69,6 +69,7 @@ type connectRequest struct {
 type connectResponse struct {
 	Session string `json:"session,omitempty"`
 	Hang    bool   `json:"hang,omitempty"`
+	Stall   bool   `json:"stall,omitempty"` // online, then silent
 }
 
 type pollRequest struct {
@@ -127,7 +128,12 @@ func (s *Server) handleRunnerConnect(w http.ResponseWriter, r *http.Request) {
 	session := randomHex(24)
 	s.sessions[session] = rn
 	s.log.Info().Int64("runner_id", rn.id).Str("runner_name", rn.name).Msg("runner online")
-	writeJSON(w, http.StatusOK, connectResponse{Session: session})
+	stall := s.stall > 0
+	if stall {
+		s.stall--
+		s.log.Info().Int64("runner_id", rn.id).Str("runner_name", rn.name).Msg("runner told to go silent")
+	}
+	writeJSON(w, http.StatusOK, connectResponse{Session: session, Stall: stall})
 }
 
 func sessionOf(r *http.Request) string {

@@ -96,6 +96,7 @@ type Server struct {
 	labelIDs   map[string]int64
 	repoIDs    map[string]int64
 	hang       int
+	stall      int
 	outbox     []*delivery // waiting to be sent, in order
 	outboxWake chan struct{}
 	deliveries []*delivery // attempted, in order
@@ -264,6 +265,16 @@ func (s *Server) DropWebhooks(f func(event, action string, jobID int64) bool) {
 func (s *Server) HangRunners(n int) {
 	s.mu.Lock()
 	s.hang = n
+	s.mu.Unlock()
+}
+
+// StallRunners makes the next n fake runners that connect go silent once
+// online: they never poll, so GitHub lists them offline after
+// RunnerOfflineAfter and gives them no job, while they sleep until killed,
+// like a runner process that hung or lost its network.
+func (s *Server) StallRunners(n int) {
+	s.mu.Lock()
+	s.stall = n
 	s.mu.Unlock()
 }
 
