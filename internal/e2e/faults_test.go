@@ -187,15 +187,7 @@ func TestWarmPool(t *testing.T) {
 	// The warm pool serves organizations the service has seen jobs from.
 	first := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond})
 	e.waitCompleted(first)
-	idle := func() int {
-		n := 0
-		for _, r := range e.fake.Runners() {
-			if r.Status == "online" && !r.Busy {
-				n++
-			}
-		}
-		return n
-	}
+	idle := e.idleRunners
 	e.eventually("two idle runners at rest", time.Minute, func() bool { return idle() == 2 && len(e.instances()) == 2 })
 	before := e.jitCalls()
 	// Idle runners take no job: only the online check sees them come online.
@@ -237,15 +229,7 @@ func TestRunnerThatGoesSilentIsReplaced(t *testing.T) {
 	job := func() int64 {
 		return e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 100 * time.Millisecond})
 	}
-	idle := func() int {
-		n := 0
-		for _, r := range e.fake.Runners() {
-			if r.Status == "online" && !r.Busy {
-				n++
-			}
-		}
-		return n
-	}
+	idle := e.idleRunners
 	e.waitCompleted(job()) // the warm pool serves organizations it has seen
 	e.eventually("one idle runner at rest", time.Minute, func() bool { return idle() == 1 && len(e.instances()) == 1 })
 	before := e.jitCalls()

@@ -352,6 +352,17 @@ func (e *env) waitCompleted(ids ...int64) {
 	}
 }
 
+// idleRunners counts the runners the stand-in lists online and not busy.
+func (e *env) idleRunners() int {
+	n := 0
+	for _, r := range e.fake.Runners() {
+		if r.Status == "online" && !r.Busy {
+			n++
+		}
+	}
+	return n
+}
+
 func (e *env) waitNoInstances() {
 	e.t.Helper()
 	e.eventually("no instances of ours left", time.Minute, func() bool { return len(e.instances()) == 0 })

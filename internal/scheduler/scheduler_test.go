@@ -288,32 +288,43 @@ func (e *env) runnersIn(state string) []store.Runner {
 	return out
 }
 
-func (e *env) job(id int64) store.Job {
+// startRunners queues jobs 1..n and returns the n runners started for them.
+func (e *env) startRunners(n int) []store.Runner {
 	e.t.Helper()
-	var j store.Job
+	for i := 1; i <= n; i++ {
+		e.deliver(ActionQueued, int64(i), "")
+	}
+	e.settle()
+	rs := e.runnersIn(store.RunnerStarted)
+	if len(rs) != n {
+		e.t.Fatalf("started runners = %d, want %d", len(rs), n)
+	}
+	return rs
+}
+
+// read returns what get reads from the state, failing the test on error.
+func read[T any](e *env, get func(*store.Tx) (T, error)) T {
+	e.t.Helper()
+	var v T
 	err := e.st.View(context.Background(), func(tx *store.Tx) error {
 		var err error
-		j, err = tx.Job(id)
+		v, err = get(tx)
 		return err
 	})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return j
+	return v
+}
+
+func (e *env) job(id int64) store.Job {
+	e.t.Helper()
+	return read(e, func(tx *store.Tx) (store.Job, error) { return tx.Job(id) })
 }
 
 func (e *env) runner(name string) store.Runner {
 	e.t.Helper()
-	var r store.Runner
-	err := e.st.View(context.Background(), func(tx *store.Tx) error {
-		var err error
-		r, err = tx.Runner(name)
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
+	return read(e, func(tx *store.Tx) (store.Runner, error) { return tx.Runner(name) })
 }
 
 // timeline returns the kinds of a job's timeline steps, space-separated,
@@ -415,13 +426,7 @@ func TestDuplicateQueuedLaunchesOnce(t *testing.T) {
 
 func TestRunnerTakesAnotherJob(t *testing.T) {
 	e := newEnv(t, testConfig())
-	e.deliver(ActionQueued, 1, "")
-	e.deliver(ActionQueued, 2, "")
-	e.settle()
-	rs := e.runnersIn(store.RunnerStarted)
-	if len(rs) != 2 {
-		t.Fatalf("started = %d, want 2", len(rs))
-	}
+	rs := e.startRunners(2)
 	// The runner launched for job 1 runs job 2, and the other way round.
 	byJob := map[int64]string{rs[0].JobID: rs[0].Name, rs[1].JobID: rs[1].Name}
 	e.deliver(ActionInProgress, 2, byJob[1])
@@ -926,13 +931,7 @@ func TestOnlineCheck(t *testing.T) {
 	m := &readyMetrics{}
 	e.s.SetMetrics(m)
 	ctx := context.Background()
-	e.deliver(ActionQueued, 1, "")
-	e.deliver(ActionQueued, 2, "")
-	e.settle()
-	rs := e.runnersIn(store.RunnerStarted)
-	if len(rs) != 2 {
-		t.Fatalf("started runners = %d, want 2", len(rs))
-	}
+	rs := e.startRunners(2)
 	e.clock.Advance(3 * time.Second)
 	e.s.checkOnline(ctx)
 	if len(m.ready) != 0 {
@@ -985,13 +984,7 @@ func TestOnlineCheck(t *testing.T) {
 func TestReconcileReplacesRunnerThatWentOffline(t *testing.T) {
 	e := newEnv(t, testConfig())
 	ctx := context.Background()
-	e.deliver(ActionQueued, 1, "")
-	e.deliver(ActionQueued, 2, "")
-	e.settle()
-	rs := e.runnersIn(store.RunnerStarted)
-	if len(rs) != 2 {
-		t.Fatalf("started runners = %d, want 2", len(rs))
-	}
+	rs := e.startRunners(2)
 	seen, never := rs[0], rs[1]
 	e.gh.set(seen.Name, func(r *memRunner) { r.online = true })
 	e.s.checkOnline(ctx)
