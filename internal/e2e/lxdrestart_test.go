@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +39,10 @@ func TestLXDRestart(t *testing.T) {
 	if os.Getenv("E2E_LXD_RESTART") != "1" {
 		t.Skip("kills the LXD daemon: set E2E_LXD_RESTART=1 to run it (CI does, in a step of its own)")
 	}
+	t.Cleanup(func() { reapOrphanProxies(t) })
 	e := newEnv(t, options{maxInstances: 6, top: "reconcile_interval: 2s\nredeliver_interval: 1s",
 		limits: "  registration_timeout: 20s"})
+	lxdd := superviseLXD(t) // after newEnv: its clean-up, which runs first, leaves LXD up for newEnv's
 	var ids []int64
 	queue := func(n int, d time.Duration) {
 		for i := 0; i < n; i++ {
@@ -53,13 +60,13 @@ func TestLXDRestart(t *testing.T) {
 	}
 	restart := func() {
 		t.Helper()
-		killLXD(t)
+		lxdd.kill()
 		// Readiness says LXD is the problem while it is away, and recovers.
 		e.eventually("/readyz unready with lxd failing", 30*time.Second, func() bool {
 			code, body := e.readyz()
 			return code == http.StatusServiceUnavailable && strings.Contains(body, `"lxd"`) && !strings.Contains(body, `"lxd":"ok"`)
 		})
-		startLXD(t)
+		lxdd.start()
 		e.eventually("/readyz ready again", 60*time.Second, func() bool {
 			code, _ := e.readyz()
 			return code == http.StatusOK
@@ -80,12 +87,12 @@ func TestLXDRestart(t *testing.T) {
 		return running() == 4 && count(`"message":"runner started"`) == started+4
 	})
 	waiting := count("keeping the runner's registration until it does")
-	killLXD(t)
+	lxdd.kill()
 	queue(8, 2*time.Second)
 	e.eventually("a launch waiting for LXD", time.Minute, func() bool {
 		return count("keeping the runner's registration until it does") > waiting
 	})
-	startLXD(t)
+	lxdd.start()
 	e.waitCompleted(ids...)
 
 	e.waitNoInstances()
@@ -123,38 +130,107 @@ func TestLXDRestart(t *testing.T) {
 	e.checkNoSecrets()
 }
 
-// killLXD kills the daemon; running containers survive it. Only the
-// daemon: each container's monitor and proxy process is named lxd too, and
-// killing those would kill the containers, which an LXD crash does not.
-func killLXD(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command("pkill", "-9", "-f", `^([^ ]*/)?lxd( -[^ ]+( [^- ][^ ]*)?)*$`).CombinedOutput(); err != nil {
-		t.Fatalf("kill lxd: %v %s", err, out)
-	}
-	t.Log("LXD daemon killed")
+// daemonPattern matches the LXD daemon's command line and not its helpers:
+// each container's monitor and proxy process is named lxd too, and killing
+// those would kill the containers, which an LXD crash does not.
+const daemonPattern = `^([^ ]*/)?lxd( -[^ ]+( [^- ][^ ]*)?)*$`
+
+// lxdDaemon kills and starts the machine's LXD daemon, and in between
+// stands in for the init system that would restart a daemon that died on
+// its own: LXD 5.0.2 was seen to panic while starting up (a nil cluster
+// config when an ephemeral instance stopped during start-up).
+type lxdDaemon struct {
+	t    *testing.T
+	mu   sync.Mutex
+	down bool // killed on purpose: leave it down
+	stop chan struct{}
+	done chan struct{}
 }
 
-// startLXD starts the daemon again as .ci/setup-lxd.sh does.
-func startLXD(t *testing.T) {
-	t.Helper()
+func superviseLXD(t *testing.T) *lxdDaemon {
+	d := &lxdDaemon{t: t, stop: make(chan struct{}), done: make(chan struct{})}
+	go d.watch()
+	t.Cleanup(d.close)
+	return d
+}
+
+func (d *lxdDaemon) watch() {
+	defer close(d.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-tick.C:
+		}
+		d.mu.Lock()
+		down := d.down
+		d.mu.Unlock()
+		if down || daemonRunning() {
+			continue
+		}
+		d.t.Log("LXD daemon died on its own; starting it again, as an init system would")
+		if err := spawnLXD(); err != nil {
+			d.t.Log(err)
+		}
+	}
+}
+
+// close stops watching and leaves a daemon running for what comes next.
+func (d *lxdDaemon) close() {
+	close(d.stop)
+	<-d.done
+	if !daemonRunning() {
+		d.start()
+	}
+}
+
+func daemonRunning() bool { return exec.Command("pgrep", "-f", daemonPattern).Run() == nil }
+
+// kill kills the daemon; running containers survive it.
+func (d *lxdDaemon) kill() {
+	d.t.Helper()
+	d.mu.Lock()
+	d.down = true
+	d.mu.Unlock()
+	if out, err := exec.Command("pkill", "-9", "-f", daemonPattern).CombinedOutput(); err != nil {
+		d.t.Fatalf("kill lxd: %v %s", err, out)
+	}
+	d.t.Log("LXD daemon killed")
+}
+
+// start starts the daemon again as .ci/setup-lxd.sh does and waits for it.
+func (d *lxdDaemon) start() {
+	d.t.Helper()
+	if err := spawnLXD(); err != nil {
+		d.t.Fatal(err)
+	}
+	if out, err := exec.Command("lxd", "waitready", "--timeout", "120").CombinedOutput(); err != nil {
+		d.t.Fatalf("lxd waitready: %v %s", err, out)
+	}
+	d.mu.Lock()
+	d.down = false
+	d.mu.Unlock()
+	d.t.Log("LXD daemon back")
+}
+
+func spawnLXD() error {
 	start := exec.Command("setsid", "nohup", "lxd", "--group", "root")
 	// Not the test's directory: the daemon outlives it, and its children
 	// (rsync for snapshots) fail once their inherited cwd is deleted.
 	start.Dir = "/"
 	logf, err := os.OpenFile("/var/log/lxd-manual.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer logf.Close()
 	start.Stdout, start.Stderr = logf, logf
 	if err := start.Start(); err != nil {
-		t.Fatalf("start lxd: %v", err)
+		return fmt.Errorf("start lxd: %w", err)
 	}
 	go func() { _ = start.Wait() }()
-	if out, err := exec.Command("lxd", "waitready", "--timeout", "120").CombinedOutput(); err != nil {
-		t.Fatalf("lxd waitready: %v %s", err, out)
-	}
-	t.Log("LXD daemon back")
+	return nil
 }
 
 func (e *env) readyz() (int, string) {
@@ -165,4 +241,31 @@ func (e *env) readyz() (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// reapOrphanProxies kills the proxy processes ("lxd forkproxy -- PID ...")
+// whose container process is gone. A killed daemon leaves one behind for
+// each proxy device of each container running at the kill, and nothing
+// reaps them: each holds some 35 MB.
+func reapOrphanProxies(t *testing.T) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	reaped := 0
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 4 || filepath.Base(args[0]) != "lxd" || args[1] != "forkproxy" || args[2] != "--" {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + args[3]); err == nil {
+			continue // its container still runs
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err == nil && syscall.Kill(pid, syscall.SIGTERM) == nil {
+			reaped++
+		}
+	}
+	t.Logf("reaped %d orphaned proxy processes", reaped)
 }
