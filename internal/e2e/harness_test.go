@@ -102,6 +102,9 @@ type options struct {
 	// runnerOfflineAfter is how long the stand-in lists a silent runner
 	// online; default its own (5s).
 	runnerOfflineAfter time.Duration
+	// lxdSocket is the LXD the service uses; default the machine's. With
+	// another, the test image is imported there.
+	lxdSocket string
 }
 
 // env is one service process with its own stand-in, profile, state and
@@ -135,6 +138,17 @@ func newEnv(t testing.TB, o options) *env {
 	t.Cleanup(cancel)
 	if o.maxInstances == 0 {
 		o.maxInstances = 4
+	}
+	if o.lxdSocket == "" {
+		o.lxdSocket = lxdtest.SocketPath()
+	} else {
+		var err error
+		if c, err = lxd.Connect(ctx, lxd.Config{Socket: o.lxdSocket}); err != nil {
+			t.Fatal(err)
+		}
+		if o.image == "" {
+			o.image, _ = lxdtest.Image(t, c, devimage.Options{Binary: binPath, Init: []string{devimage.DefaultBinaryPath, "fake-runner"}})
+		}
 	}
 	if o.image == "" {
 		o.image = imageAlias
@@ -192,7 +206,7 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdtest.SocketPath(),
+%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, o.lxdSocket,
 		o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))
