@@ -107,18 +107,10 @@ func startCluster(t *testing.T) string {
 		if err := os.MkdirAll(dir, 0o711); err != nil {
 			t.Fatal(err)
 		}
-		log, err := os.Create(dir + ".log")
+		d, err := spawnLXD(dir, dir+".log")
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := exec.Command("lxd", "--group", "root")
-		d.Dir = "/"
-		d.Env = append(os.Environ(), "LXD_DIR="+dir)
-		d.Stdout, d.Stderr = log, log
-		if err := d.Start(); err != nil {
-			t.Fatal(err)
-		}
-		log.Close()
 		daemons = append(daemons, d)
 		wait := exec.Command("lxd", "waitready", "--timeout", "60")
 		wait.Env = d.Env

@@ -171,7 +171,7 @@ func (d *lxdDaemon) watch() {
 			continue
 		}
 		d.t.Log("LXD daemon died on its own; starting it again, as an init system would")
-		if err := spawnLXD(); err != nil {
+		if err := spawnMachineLXD(); err != nil {
 			d.t.Log(err)
 		}
 	}
@@ -203,7 +203,7 @@ func (d *lxdDaemon) kill() {
 // start starts the daemon again as .ci/setup-lxd.sh does and waits for it.
 func (d *lxdDaemon) start() {
 	d.t.Helper()
-	if err := spawnLXD(); err != nil {
+	if err := spawnMachineLXD(); err != nil {
 		d.t.Fatal(err)
 	}
 	if out, err := exec.Command("lxd", "waitready", "--timeout", "120").CombinedOutput(); err != nil {
@@ -215,22 +215,35 @@ func (d *lxdDaemon) start() {
 	d.t.Log("LXD daemon back")
 }
 
-func spawnLXD() error {
+// spawnLXD starts an LXD daemon in its own session, logging to logPath;
+// with lxdDir set, the daemon of that LXD_DIR. The caller waits for it.
+func spawnLXD(lxdDir, logPath string) (*exec.Cmd, error) {
 	start := exec.Command("setsid", "nohup", "lxd", "--group", "root")
+	if lxdDir != "" {
+		start.Env = append(os.Environ(), "LXD_DIR="+lxdDir)
+	}
 	// Not the test's directory: the daemon outlives it, and its children
 	// (rsync for snapshots) fail once their inherited cwd is deleted.
 	start.Dir = "/"
-	logf, err := os.OpenFile("/var/log/lxd-manual.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer logf.Close()
 	start.Stdout, start.Stderr = logf, logf
 	if err := start.Start(); err != nil {
-		return fmt.Errorf("start lxd: %w", err)
+		return nil, fmt.Errorf("start lxd: %w", err)
 	}
-	go func() { _ = start.Wait() }()
-	return nil
+	return start, nil
+}
+
+// spawnMachineLXD starts the machine's daemon again as .ci/setup-lxd.sh does.
+func spawnMachineLXD() error {
+	d, err := spawnLXD("", "/var/log/lxd-manual.log")
+	if err == nil {
+		go func() { _ = d.Wait() }()
+	}
+	return err
 }
 
 func (e *env) readyz() (int, string) {

@@ -1,7 +1,6 @@
 package ghfake
 
 import (
-	"bytes"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -184,7 +183,7 @@ func startRunner(t *testing.T, jitconfig string) (<-chan error, context.CancelFu
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	done := make(chan error, 1)
-	logw := &lockedBuffer{}
+	logw := &ghfaketest.SyncBuffer{} // output may arrive after the test ended
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("fake runner output:\n%s", logw.String())
@@ -192,24 +191,6 @@ func startRunner(t *testing.T, jitconfig string) (<-chan error, context.CancelFu
 	})
 	go func() { done <- RunRunner(c, RunnerOptions{DevLXDSocket: sock, Log: logw}) }()
 	return done, cancel
-}
-
-// lockedBuffer collects output that may arrive after the test ended.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func result(t *testing.T, done <-chan error) error {
