@@ -18,8 +18,6 @@ const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
 commands:
   serve    --config FILE   run the service
   validate --config FILE   check a config; exits non-zero listing every problem
-  dev                      run the whole loop against the local LXD with a
-                           GitHub stand-in and a few sample jobs
   version                  print the version
 ` + adminUsage + imageUsage
 
@@ -84,14 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
-	case "dev":
-		return devCommand(ctx, fs, args, stdout, stderr)
 	case "image":
 		return imageCommand(ctx, args, stdout, stderr)
-	case "fake-runner":
-		// Runs inside a dev or test instance as its init: the GitHub
-		// stand-in's runner. Not for production images.
-		return fakeRunner(ctx, args, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil

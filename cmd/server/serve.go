@@ -69,7 +69,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler, Redeliver: cfg.Redeliver,
 		AdminListen: cfg.AdminListen, AdminToken: cfg.AdminToken,
 	}, app.Deps{
-		Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
+		State: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
 		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
 	})
 	if err != nil {
@@ -85,7 +85,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		// alias moves, and idle runners on the old one are recycled.
 		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Log: log,
 			Built: func(name string, at time.Time) {
-				if err := a.Sched.RecycleIdle(ctx, name, at); err != nil {
+				if err := a.RecycleIdle(ctx, name, at); err != nil {
 					log.Error().Err(err).Str("image", name).Msg("recycle idle runners")
 				}
 			}}

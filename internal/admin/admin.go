@@ -4,7 +4,8 @@
 // delete an instance). It runs on its own listener, never the webhook port.
 //
 // The package declares what it needs from the service as Backend and knows
-// nothing of the store or the scheduler: its types are plain views.
+// nothing of the store or the scheduler: its types are plain views, and
+// it imports only the domain (internal/fleet) for its not-found error.
 package admin
 
 import (
@@ -20,21 +21,20 @@ type Backend interface {
 	// Jobs lists jobs newest first. An unknown pool or state should be
 	// ErrBadRequest, so a typo is not mistaken for "no such jobs".
 	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
-	// Job is one job with its timeline, or ErrNotFound.
+	// Job is one job with its timeline, or fleet.ErrNotFound.
 	Job(ctx context.Context, id int64) (JobDetail, error)
 	// SetDrain stops (or resumes) launches for a pool; ErrBadRequest for
 	// an unknown pool.
 	SetDrain(ctx context.Context, pool string, drain bool) error
-	// DeleteInstance deletes one of our instances; ErrNotFound when it is
+	// DeleteInstance deletes one of our instances; fleet.ErrNotFound when it is
 	// not ours or does not exist.
 	DeleteInstance(ctx context.Context, name string) error
 }
 
-// Errors a Backend wraps (with %w) to choose the HTTP status.
-var (
-	ErrNotFound   = errors.New("not found")   // 404
-	ErrBadRequest = errors.New("bad request") // 400, e.g. an unknown pool
-)
+// ErrBadRequest is wrapped (with %w) by a Backend's error for a request
+// that can never succeed, e.g. an unknown pool: 400. An error matching
+// fleet.ErrNotFound is 404.
+var ErrBadRequest = errors.New("bad request")
 
 // Status is the state of the whole service.
 type Status struct {

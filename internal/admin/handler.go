@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/rs/zerolog"
 )
 
@@ -223,7 +224,7 @@ func pathParam(w http.ResponseWriter, r *http.Request, key string) (string, bool
 // fail maps a Backend error to its status.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, fleet.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrBadRequest):
 		writeError(w, http.StatusBadRequest, err.Error())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 type response struct {
@@ -207,7 +208,7 @@ func TestBackendFailure(t *testing.T) {
 		StatusFunc: func(context.Context) (admin.Status, error) { return admin.Status{}, boom },
 		JobFunc:    func(context.Context, int64) (admin.JobDetail, error) { return admin.JobDetail{}, boom },
 		DeleteInstanceFunc: func(context.Context, string) error {
-			return errors.Join(errors.New("lxd"), admin.ErrNotFound)
+			return errors.Join(errors.New("lxd"), fleet.ErrNotFound)
 		},
 	}
 	h := newHandler(b)

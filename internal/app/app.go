@@ -16,10 +16,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/webhook"
 )
 
@@ -35,11 +35,20 @@ type Config struct {
 	ShutdownTimeout time.Duration // for requests in flight; default 10s
 }
 
+// Validate reports, in the config file's words, what the service's own
+// settings get wrong; each package's Config checks its own part.
+func (c Config) Validate() error {
+	if c.AdminListen != "" && admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
+		return fmt.Errorf("admin_listen %s is reachable from other hosts: set admin_token_file", c.AdminListen)
+	}
+	return nil
+}
+
 // Deps are the service's built dependencies.
 type Deps struct {
-	Store     *store.Store
-	Instances scheduler.Instances
-	GitHub    scheduler.GitHub
+	State     fleet.State
+	Instances fleet.Instances
+	GitHub    fleet.GitHub
 	// Deliveries lists and redelivers the App's webhook deliveries; nil
 	// turns the recovery of missed webhooks off.
 	Deliveries redeliver.Deliveries
@@ -48,17 +57,18 @@ type Deps struct {
 	CheckLXD    func(context.Context) error
 	CheckGitHub func(ctx context.Context, installationID int64) error
 	Metrics     *metrics.Metrics // nil: no metrics
-	Clock       scheduler.Clock  // nil: the wall clock
+	Clock       fleet.Clock      // nil: the wall clock
 	Log         zerolog.Logger
 }
 
 // App is the running service.
 type App struct {
 	cfg       Config
-	Store     *store.Store
-	Sched     *scheduler.Scheduler
+	st        fleet.State
+	sched     *scheduler.Scheduler
 	redel     *redeliver.Redeliverer // nil when off
-	instances scheduler.Instances
+	instances fleet.Instances
+	clock     fleet.Clock
 	ready     *readiness
 	mux       http.Handler
 	admin     http.Handler
@@ -70,40 +80,43 @@ func New(cfg Config, d Deps) (*App, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	if cfg.AdminListen != "" && admin.RequiresToken(cfg.AdminListen) && cfg.AdminToken == "" {
-		return nil, fmt.Errorf("admin listener %s is reachable from other hosts: set an admin token", cfg.AdminListen)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Clock == nil {
+		d.Clock = fleet.WallClock
 	}
 	log := d.Log
 	inst := d.Instances
+	// Typed nils stay out of the interfaces below.
+	var schedMetrics fleet.Metrics
+	var hookMetrics webhook.Metrics
 	if d.Metrics != nil {
 		inst = metrics.InstrumentInstances(inst, d.Metrics)
+		schedMetrics, hookMetrics = d.Metrics, d.Metrics
 	}
-	sched, err := scheduler.New(cfg.Scheduler, d.Store, inst, d.GitHub, d.Clock, log)
+	sched, err := scheduler.New(cfg.Scheduler, scheduler.Deps{
+		State: d.State, Instances: inst, GitHub: d.GitHub, Metrics: schedMetrics, Clock: d.Clock, Log: log,
+	})
 	if err != nil {
 		return nil, err
 	}
-	hook, err := webhook.New(cfg.WebhookSecret, d.Store, sched.Notify, log)
+	hook, err := webhook.New(cfg.WebhookSecret, d.State, webhook.Options{
+		Notify: sched.Notify, Metrics: hookMetrics, Clock: d.Clock, Log: log,
+	})
 	if err != nil {
 		return nil, err
-	}
-	if d.Metrics != nil {
-		sched.SetMetrics(d.Metrics)
-		hook.SetMetrics(d.Metrics)
 	}
 	var redel *redeliver.Redeliverer
 	if d.Deliveries != nil {
-		var now func() time.Time
-		if d.Clock != nil {
-			now = d.Clock.Now
-		}
-		redel, err = redeliver.New(cfg.Redeliver, d.Deliveries, d.Store, now, log)
+		redel, err = redeliver.New(cfg.Redeliver, d.Deliveries, d.State, d.Clock, log)
 		if err != nil {
 			return nil, err
 		}
 	}
 	a := &App{
-		cfg: cfg, Store: d.Store, Sched: sched, redel: redel, instances: inst,
-		ready: newReadiness(d.Store, d.CheckLXD, d.CheckGitHub),
+		cfg: cfg, st: d.State, sched: sched, redel: redel, instances: inst, clock: d.Clock,
+		ready: newReadiness(d.State, d.Clock, d.CheckLXD, d.CheckGitHub),
 		log:   log.With().Str("component", "app").Logger(),
 	}
 	if d.Metrics != nil {
@@ -136,6 +149,15 @@ func New(cfg Config, d Deps) (*App, error) {
 
 // Handler is the webhook listener's HTTP handler.
 func (a *App) Handler() http.Handler { return a.mux }
+
+// AdminHandler is the admin listener's HTTP handler; nil when it is off.
+func (a *App) AdminHandler() http.Handler { return a.admin }
+
+// RecycleIdle tears down idle runners on an image that was just rebuilt;
+// see scheduler.RecycleIdle.
+func (a *App) RecycleIdle(ctx context.Context, image string, at time.Time) error {
+	return a.sched.RecycleIdle(ctx, image, at)
+}
 
 // Run serves on ln (and the admin listener, if configured) and runs the
 // scheduler until ctx ends or one of them fails. On shutdown it stops
@@ -177,7 +199,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 			return admin.Serve(gctx, adminLn, a.admin)
 		})
 	}
-	g.Go(func() error { return a.Sched.Run(gctx) })
+	g.Go(func() error { return a.sched.Run(gctx) })
 	if a.redel != nil {
 		g.Go(func() error { return a.redel.Run(gctx) })
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
 // backend answers the admin API from the state, the scheduler and LXD.
@@ -20,44 +21,61 @@ type backend struct {
 
 var _ admin.Backend = backend{}
 
-var jobStates = map[string]bool{
-	store.JobQueued: true, store.JobIgnored: true, store.JobInProgress: true, store.JobCompleted: true, store.JobAbandoned: true,
+// snapshot is a consistent read of what the status views need.
+type snapshot struct {
+	queued  []fleet.Job
+	live    []fleet.Runner
+	drained map[string]bool
+}
+
+func (a *App) snapshot(ctx context.Context) (snapshot, error) {
+	var s snapshot
+	err := a.st.View(ctx, func(tx fleet.Tx) error {
+		var err error
+		if s.queued, err = tx.QueuedJobs(); err != nil {
+			return err
+		}
+		if s.live, err = tx.LiveRunners(); err != nil {
+			return err
+		}
+		s.drained, err = tx.Drained()
+		return err
+	})
+	return s, err
 }
 
 func (b backend) Status(ctx context.Context) (admin.Status, error) {
-	snap, err := b.a.Store.Snapshot(ctx)
+	snap, err := b.a.snapshot(ctx)
 	if err != nil {
 		return admin.Status{}, err
 	}
-	cfg := b.a.Sched.Config()
-	byPool := map[string]*admin.PoolStatus{}
-	var pools []admin.PoolStatus
-	for _, p := range cfg.Pools {
-		pools = append(pools, admin.PoolStatus{Name: p.Name, Max: p.MaxInstances, Draining: snap.Drained[p.Name]})
+	cfg := b.a.sched.Config()
+	pools := make([]admin.PoolStatus, 0, len(cfg.Pools))
+	byPool := map[string]int{}
+	for i, p := range cfg.Pools {
+		pools = append(pools, admin.PoolStatus{Name: p.Name, Max: p.MaxInstances, Draining: snap.drained[p.Name]})
+		byPool[p.Name] = i
 	}
-	for i := range pools {
-		byPool[pools[i].Name] = &pools[i]
-	}
-	for _, j := range snap.Queued {
-		if p := byPool[j.Pool]; p != nil {
-			p.Queued++
+	for _, j := range snap.queued {
+		if i, ok := byPool[j.Pool]; ok {
+			pools[i].Queued++
 		}
 	}
-	for _, r := range snap.Live {
-		p := byPool[r.Pool]
-		if p == nil {
+	for _, r := range snap.live {
+		i, ok := byPool[r.Pool]
+		if !ok {
 			continue
 		}
 		switch r.State {
-		case store.RunnerLaunching:
-			p.Launching++
-		case store.RunnerStarted:
-			p.Idle++
-		case store.RunnerBusy:
-			p.Busy++
+		case fleet.RunnerLaunching:
+			pools[i].Launching++
+		case fleet.RunnerStarted:
+			pools[i].Idle++
+		case fleet.RunnerBusy:
+			pools[i].Busy++
 		}
 	}
-	jobs, err := b.jobs(ctx, "", "", 20, snap.Drained)
+	jobs, err := b.jobs(ctx, fleet.JobFilter{Limit: 20}, snap.drained)
 	if err != nil {
 		return admin.Status{}, err
 	}
@@ -66,64 +84,61 @@ func (b backend) Status(ctx context.Context) (admin.Status, error) {
 }
 
 func (b backend) Jobs(ctx context.Context, f admin.JobFilter) ([]admin.Job, error) {
-	if f.Pool != "" && b.pool(f.Pool) == nil {
+	if f.Pool != "" && b.a.pool(f.Pool) == nil {
 		return nil, fmt.Errorf("%w: unknown pool %q", admin.ErrBadRequest, f.Pool)
 	}
-	if f.State != "" && !jobStates[f.State] {
+	state := fleet.JobState(f.State)
+	if f.State != "" && !slices.Contains(fleet.JobStates, state) {
 		return nil, fmt.Errorf("%w: unknown state %q (queued, ignored, in_progress, completed, abandoned)", admin.ErrBadRequest, f.State)
 	}
-	snap, err := b.a.Store.Snapshot(ctx)
+	snap, err := b.a.snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return b.jobs(ctx, f.Pool, f.State, f.Limit, snap.Drained)
+	return b.jobs(ctx, fleet.JobFilter{Pool: f.Pool, State: state, Limit: f.Limit}, snap.drained)
 }
 
-func (b backend) jobs(ctx context.Context, pool, state string, limit int, drained map[string]bool) ([]admin.Job, error) {
-	rows, err := b.a.Store.JobsWhere(ctx, pool, state, limit)
-	if err != nil {
-		return nil, err
-	}
-	runners, err := b.runnersOf(ctx, rows)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]admin.Job, 0, len(rows))
-	for _, j := range rows {
-		out = append(out, view(j, runners[j.RunnerName], drained))
-	}
-	return out, nil
-}
-
-// runnersOf returns the runners the jobs ran on, by name.
-func (b backend) runnersOf(ctx context.Context, jobs []store.Job) (map[string]store.Runner, error) {
-	out := map[string]store.Runner{}
-	err := b.a.Store.View(ctx, func(tx *store.Tx) error {
-		for _, j := range jobs {
-			if j.RunnerName == "" {
-				continue
-			}
-			r, err := tx.Runner(j.RunnerName)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // not ours, or pruned
-			}
+// jobs lists the jobs f selects, each with the runner it ran on.
+func (b backend) jobs(ctx context.Context, f fleet.JobFilter, drained map[string]bool) ([]admin.Job, error) {
+	var out []admin.Job
+	err := b.a.st.View(ctx, func(tx fleet.Tx) error {
+		rows, err := tx.Jobs(f)
+		if err != nil {
+			return err
+		}
+		out = make([]admin.Job, 0, len(rows))
+		for _, j := range rows {
+			r, err := runnerOf(tx, j)
 			if err != nil {
 				return err
 			}
-			out[r.Name] = r
+			out = append(out, view(j, r, drained))
 		}
 		return nil
 	})
 	return out, err
 }
 
+// runnerOf returns the runner the job ran on: zero when none, or when it
+// is not ours or was pruned.
+func runnerOf(tx fleet.Tx, j fleet.Job) (fleet.Runner, error) {
+	if j.RunnerName == "" {
+		return fleet.Runner{}, nil
+	}
+	r, err := tx.Runner(j.RunnerName)
+	if errors.Is(err, fleet.ErrNotFound) {
+		return fleet.Runner{}, nil
+	}
+	return r, err
+}
+
 // view turns a job row into the admin view, with where its time went.
-func view(j store.Job, r store.Runner, drained map[string]bool) admin.Job {
+func view(j fleet.Job, r fleet.Runner, drained map[string]bool) admin.Job {
 	v := admin.Job{
-		ID: j.ID, Pool: j.Pool, Repo: j.Repo, State: j.State, Reason: j.Reason, Runner: j.RunnerName,
+		ID: j.ID, Pool: j.Pool, Repo: j.Repo, State: string(j.State), Reason: j.Reason, Runner: j.RunnerName,
 		Conclusion: j.Conclusion, Labels: j.Labels, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt, CompletedAt: j.CompletedAt,
 	}
-	if j.State == store.JobQueued && drained[j.Pool] {
+	if j.State == fleet.JobQueued && drained[j.Pool] {
 		v.Reason = "pool " + j.Pool + " is draining"
 	}
 	if !j.StartedAt.IsZero() {
@@ -143,41 +158,37 @@ func view(j store.Job, r store.Runner, drained map[string]bool) admin.Job {
 }
 
 func (b backend) Job(ctx context.Context, id int64) (admin.JobDetail, error) {
-	var j store.Job
-	err := b.a.Store.View(ctx, func(tx *store.Tx) error {
-		var err error
-		j, err = tx.Job(id)
-		return err
+	var d admin.JobDetail
+	err := b.a.st.View(ctx, func(tx fleet.Tx) error {
+		j, err := tx.Job(id)
+		if err != nil {
+			return err
+		}
+		r, err := runnerOf(tx, j)
+		if err != nil {
+			return err
+		}
+		drained, err := tx.Drained()
+		if err != nil {
+			return err
+		}
+		evs, err := tx.Events(id)
+		if err != nil {
+			return err
+		}
+		d = admin.JobDetail{Job: view(j, r, drained), Events: make([]admin.Event, 0, len(evs))}
+		for _, e := range evs {
+			d.Events = append(d.Events, admin.Event{At: e.At, Kind: e.Kind, Detail: e.Detail})
+		}
+		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return admin.JobDetail{}, fmt.Errorf("%w: job %d", admin.ErrNotFound, id)
-	}
-	if err != nil {
-		return admin.JobDetail{}, err
-	}
-	runners, err := b.runnersOf(ctx, []store.Job{j})
-	if err != nil {
-		return admin.JobDetail{}, err
-	}
-	snap, err := b.a.Store.Snapshot(ctx)
-	if err != nil {
-		return admin.JobDetail{}, err
-	}
-	evs, err := b.a.Store.JobEvents(ctx, id)
-	if err != nil {
-		return admin.JobDetail{}, err
-	}
-	d := admin.JobDetail{Job: view(j, runners[j.RunnerName], snap.Drained), Events: []admin.Event{}}
-	for _, e := range evs {
-		d.Events = append(d.Events, admin.Event{At: e.At, Kind: e.Kind, Detail: e.Detail})
-	}
-	return d, nil
+	return d, err
 }
 
 func (b backend) SetDrain(ctx context.Context, pool string, drain bool) error {
-	err := b.a.Sched.SetDrain(ctx, pool, drain)
+	err := b.a.sched.SetDrain(ctx, pool, drain)
 	if errors.Is(err, scheduler.ErrUnknownPool) {
-		return fmt.Errorf("%w: %v", admin.ErrBadRequest, err)
+		return fmt.Errorf("%w: %w", admin.ErrBadRequest, err)
 	}
 	return err
 }
@@ -187,18 +198,18 @@ func (b backend) DeleteInstance(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	prefix := b.a.Sched.Config().NamePrefix
+	prefix := b.a.sched.Config().NamePrefix
 	for _, in := range insts {
-		if in.Name == name && in.Owner == prefix {
+		if in.Name == name && in.Labels.Owner == prefix {
 			b.a.log.Warn().Str("instance", name).Msg("admin: deleting instance")
 			return b.a.instances.Delete(ctx, name)
 		}
 	}
-	return fmt.Errorf("%w: no instance %q of this service", admin.ErrNotFound, name)
+	return fmt.Errorf("no instance %q of this service: %w", name, fleet.ErrNotFound)
 }
 
-func (b backend) pool(name string) *scheduler.Pool {
-	cfg := b.a.Sched.Config()
+func (a *App) pool(name string) *scheduler.Pool {
+	cfg := a.sched.Config()
 	for i := range cfg.Pools {
 		if cfg.Pools[i].Name == name {
 			return &cfg.Pools[i]
@@ -212,28 +223,28 @@ func (a *App) stateSource() metrics.StateSnapshot {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out := metrics.StateSnapshot{Jobs: map[[2]string]int{}, Instances: map[[2]string]int{}, OldestQueuedAge: map[string]time.Duration{}}
-	snap, err := a.Store.Snapshot(ctx)
+	snap, err := a.snapshot(ctx)
 	if err != nil {
 		return out
 	}
-	now := time.Now()
-	pools := a.Sched.Config().Pools
+	now := a.clock.Now()
+	pools := a.sched.Config().Pools
 	names := make([]string, 0, len(pools))
 	for _, p := range pools {
 		names = append(names, p.Name)
-		out.Jobs[[2]string{p.Name, store.JobQueued}] = 0 // zeros, so graphs show them
+		out.Jobs[[2]string{p.Name, string(fleet.JobQueued)}] = 0 // zeros, so graphs show them
 		out.OldestQueuedAge[p.Name] = 0
 	}
 	sort.Strings(names)
-	for _, j := range snap.Queued {
-		out.Jobs[[2]string{j.Pool, store.JobQueued}]++
+	for _, j := range snap.queued {
+		out.Jobs[[2]string{j.Pool, string(fleet.JobQueued)}]++
 		if age := now.Sub(j.QueuedAt); age > out.OldestQueuedAge[j.Pool] {
 			out.OldestQueuedAge[j.Pool] = age
 		}
 	}
-	for _, r := range snap.Live {
-		state := r.State
-		if state == store.RunnerStarted {
+	for _, r := range snap.live {
+		state := string(r.State)
+		if r.State == fleet.RunnerStarted {
 			state = "idle"
 		}
 		out.Instances[[2]string{r.Pool, state}]++

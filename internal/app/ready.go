@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // readiness runs the checks behind /readyz: the state database is
@@ -17,7 +17,8 @@ import (
 // are cached briefly so that a busy prober does not become load on LXD or
 // GitHub.
 type readiness struct {
-	st          *store.Store
+	st          fleet.State
+	clock       fleet.Clock
 	checkLXD    func(context.Context) error
 	checkGitHub func(context.Context, int64) error
 
@@ -29,14 +30,14 @@ type readiness struct {
 
 const readyCacheFor = 5 * time.Second
 
-func newReadiness(st *store.Store, lxd func(context.Context) error, gh func(context.Context, int64) error) *readiness {
-	return &readiness{st: st, checkLXD: lxd, checkGitHub: gh}
+func newReadiness(st fleet.State, clock fleet.Clock, lxd func(context.Context) error, gh func(context.Context, int64) error) *readiness {
+	return &readiness{st: st, clock: clock, checkLXD: lxd, checkGitHub: gh}
 }
 
 func (r *readiness) check(ctx context.Context) (bool, map[string]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.at) < readyCacheFor {
+	if r.clock.Now().Sub(r.at) < readyCacheFor {
 		return r.ok, r.checks
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -53,8 +54,8 @@ func (r *readiness) check(ctx context.Context) (bool, map[string]string) {
 		set("lxd", r.checkLXD(ctx))
 	}
 	if r.checkGitHub != nil {
-		var orgs []store.Org
-		err := r.st.View(ctx, func(tx *store.Tx) error {
+		var orgs []fleet.Org
+		err := r.st.View(ctx, func(tx fleet.Tx) error {
 			var err error
 			orgs, err = tx.JobOrgs()
 			return err
@@ -68,7 +69,7 @@ func (r *readiness) check(ctx context.Context) (bool, map[string]string) {
 	for _, v := range checks {
 		ok = ok && v == admin.CheckOK
 	}
-	r.at, r.ok, r.checks = time.Now(), ok, checks
+	r.at, r.ok, r.checks = r.clock.Now(), ok, checks
 	return ok, checks
 }
 

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 type entry struct {
@@ -265,7 +265,7 @@ func TestImportAndRun(t *testing.T) {
 
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, name)
-	err = c.Create(ctx, scheduler.InstanceSpec{
+	err = c.Create(ctx, fleet.InstanceSpec{
 		Name: name, Image: alias, Profiles: []string{"default", profile},
 		Config: map[string]string{"user.probe": "hello"},
 	})

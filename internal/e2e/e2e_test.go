@@ -30,7 +30,7 @@ func TestOneJobThroughItsWholeLife(t *testing.T) {
 	if !strings.HasPrefix(j.RunnerName, e.prefix+"linux-") {
 		t.Fatalf("job ran on %q, not one of ours", j.RunnerName)
 	}
-	if ins := e.instances(); len(ins) != 1 || ins[0].Name != j.RunnerName || ins[0].Pool != "linux" || ins[0].JobID != id {
+	if ins := e.instances(); len(ins) != 1 || ins[0].Name != j.RunnerName || ins[0].Labels.Pool != "linux" || ins[0].Labels.JobID != id {
 		t.Fatalf("instances = %+v, want exactly %s labelled with pool and job", ins, j.RunnerName)
 	}
 	var labels []string

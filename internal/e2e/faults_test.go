@@ -12,9 +12,9 @@ import (
 	"github.com/canonical/lxd/shared/api"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // A runner that never connects is replaced after registration_timeout, and
@@ -60,8 +60,18 @@ func TestReconcilerTouchesOnlyOurs(t *testing.T) {
 	ghost := e.prefix + "linux-ghost"
 	other := lxdtest.Name(t) // another deployment's
 	create(byHand, nil)
-	create(ghost, map[string]string{scheduler.KeyManaged: "true", scheduler.KeyOwner: e.prefix, scheduler.KeyPool: "linux"})
-	create(other, map[string]string{scheduler.KeyManaged: "true", scheduler.KeyOwner: "someone-else-", scheduler.KeyPool: "linux"})
+	// Instances with our labels, as a service makes them.
+	labelled := func(name, owner string) {
+		t.Helper()
+		lxdtest.Cleanup(t, e.lxd, name)
+		err := e.lxd.Create(e.ctx, fleet.InstanceSpec{Name: name, Image: alias, Profiles: []string{"default"},
+			Labels: fleet.InstanceLabels{Owner: owner, Pool: "linux"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	labelled(ghost, e.prefix)
+	labelled(other, "someone-else-")
 
 	e.eventually("the unknown instance of ours deleted", 30*time.Second, func() bool {
 		_, err := e.lxd.Get(e.ctx, ghost)

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -27,17 +26,19 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 const jitRoute = "POST /orgs/{org}/actions/runners/generate-jitconfig"
 
 var (
 	binPath    string // the service binary, built once
-	imageAlias string // busybox + the binary, init = fake-runner
+	runnerPath string // the dev binary: the stand-in's fake runner
+	imageAlias string // busybox + the runner, init = fake-runner
 	setupErr   error
 )
 
@@ -54,11 +55,14 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		binPath = filepath.Join(dir, "lxd-gha-autoscaler")
-		build := exec.Command("go", "build", "-ldflags=-s -w", "-o", binPath, "../../cmd/server")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			setupErr = fmt.Errorf("build: %v\n%s", err, out)
-			return m.Run()
+		runnerPath = filepath.Join(dir, "lxd-gha-autoscaler-dev")
+		for bin, pkg := range map[string]string{binPath: "../../cmd/server", runnerPath: "../../cmd/dev"} {
+			build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, pkg)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				setupErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+				return m.Run()
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -69,7 +73,7 @@ func TestMain(m *testing.M) {
 		}
 		imageAlias = "e2e-" + randHex(5)
 		fp, err := devimage.Import(ctx, c, devimage.Options{
-			Binary: binPath, Init: []string{devimage.DefaultBinaryPath, "fake-runner"},
+			Binary: runnerPath, Init: []string{devimage.DefaultBinaryPath, "fake-runner"},
 		}, imageAlias)
 		if err != nil {
 			setupErr = fmt.Errorf("import image: %w", err)
@@ -124,7 +128,7 @@ type env struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *fleettest.LogBuffer // the service's output, all of its runs
 	done chan struct{}
 }
 
@@ -147,7 +151,7 @@ func newEnv(t testing.TB, o options) *env {
 			t.Fatal(err)
 		}
 		if o.image == "" {
-			o.image, _ = lxdtest.Image(t, c, devimage.Options{Binary: binPath, Init: []string{devimage.DefaultBinaryPath, "fake-runner"}})
+			o.image, _ = lxdtest.Image(t, c, devimage.Options{Binary: runnerPath, Init: []string{devimage.DefaultBinaryPath, "fake-runner"}})
 		}
 	}
 	if o.image == "" {
@@ -250,11 +254,10 @@ func (e *env) start() {
 	e.t.Helper()
 	e.mu.Lock()
 	if e.logs == nil {
-		e.logs = &bytes.Buffer{}
+		e.logs = &fleettest.LogBuffer{}
 	}
 	cmd := exec.Command(binPath, "serve", "--config", e.cfgPath, "--log-level", "debug")
-	cmd.Stdout = lockedWriter{&e.mu, e.logs}
-	cmd.Stderr = lockedWriter{&e.mu, e.logs}
+	cmd.Stdout, cmd.Stderr = e.logs, e.logs
 	if err := cmd.Start(); err != nil {
 		e.mu.Unlock()
 		e.t.Fatal(err)
@@ -305,17 +308,6 @@ func (e *env) stop(sig syscall.Signal) {
 	}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
 func (e *env) logText() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -323,13 +315,13 @@ func (e *env) logText() string {
 }
 
 // instances lists LXD instances of this test's service.
-func (e *env) instances() []scheduler.Instance {
+func (e *env) instances() []fleet.Instance {
 	e.t.Helper()
 	all, err := e.lxd.List(context.Background())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []scheduler.Instance
+	var out []fleet.Instance
 	for _, in := range all {
 		if strings.HasPrefix(in.Name, e.prefix) {
 			out = append(out, in)

@@ -61,11 +61,11 @@ func TestJobOnBuiltImage(t *testing.T) {
 }
 
 // runnerTarball is a runner tarball with the real layout whose run.sh
-// starts the service binary as the stand-in's runner, reading the JIT
+// starts the dev binary as the stand-in's runner, reading the JIT
 // config from ACTIONS_RUNNER_INPUT_JITCONFIG like GitHub's runner does.
 func runnerTarball(t *testing.T) (path, sum string) {
 	t.Helper()
-	bin, err := os.ReadFile(binPath)
+	bin, err := os.ReadFile(runnerPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
@@ -45,7 +46,7 @@ func BenchmarkJobOverhead(b *testing.B) {
 	e := newEnv(b, options{maxInstances: 1})
 
 	// Bare: the same image content, with an init that just sleeps.
-	sleeper, _ := lxdtest.Image(b, c, devimage.Options{Binary: binPath,
+	sleeper, _ := lxdtest.Image(b, c, devimage.Options{Binary: runnerPath,
 		Init: []string{"/bin/busybox", "sleep", "600"}})
 	var bare []time.Duration
 	for i := 0; i < n; i++ {
@@ -73,15 +74,19 @@ func BenchmarkJobOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	jobs, err := st.JobsWhere(ctx, "", "", 1000)
+	var jobs []fleet.Job
+	var runners []fleet.Runner
+	err = st.View(ctx, func(tx fleet.Tx) (err error) {
+		if jobs, err = tx.Jobs(fleet.JobFilter{}); err != nil {
+			return err
+		}
+		runners, err = tx.Runners(0)
+		return err
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	runners, err := st.Runners(ctx, 1000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	byName := map[string]store.Runner{}
+	byName := map[string]fleet.Runner{}
 	for _, r := range runners {
 		byName[r.Name] = r
 	}

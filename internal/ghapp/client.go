@@ -1,7 +1,7 @@
 // Package ghapp is the GitHub App client the service uses: installation
 // tokens through ghinstallation, org self-hosted runners with JIT configs,
 // and the App's webhook deliveries, with timeouts, bounded retries and
-// rate-limit handling. It satisfies scheduler.GitHub.
+// rate-limit handling. It satisfies fleet.GitHub.
 package ghapp
 
 import (
@@ -18,14 +18,13 @@ import (
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/golang-jwt/jwt/v4"
 	"github.com/google/go-github/v62/github"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
-
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
-var _ scheduler.GitHub = (*Client)(nil)
+var _ fleet.GitHub = (*Client)(nil)
 
 const (
 	defaultRunnerGroup = "Default"
@@ -40,7 +39,7 @@ var (
 	ErrRunnerExists = errors.New("a runner with that name already exists")
 	// ErrRunnerBusy: RemoveRunner was refused because the runner is running
 	// a job (422).
-	ErrRunnerBusy = scheduler.ErrRunnerBusy
+	ErrRunnerBusy = fleet.ErrRunnerBusy
 	// ErrUnknownRunnerGroup: the configured runner group does not exist in
 	// the org.
 	ErrUnknownRunnerGroup = errors.New("unknown runner group")
@@ -173,7 +172,7 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 		base:      base,
 		retry:     defaultRetryPolicy,
 		pageSize:  100,
-		sleep:     sleepCtx,
+		sleep:     func(ctx context.Context, d time.Duration) error { return fleet.Sleep(ctx, fleet.WallClock, d) },
 		inst:      map[int64]*github.Client{},
 		groups:    map[groupKey]int64{},
 	}
@@ -244,21 +243,21 @@ func checkTarget(installationID int64, org string) error {
 // GenerateJITConfig registers a JIT runner in the configured runner group
 // and returns its id and single-use config. A 5xx answer is not retried: the
 // runner may have been created, and the caller retries with a new name.
-func (c *Client) GenerateJITConfig(ctx context.Context, req scheduler.JITRequest) (scheduler.JITRunner, error) {
+func (c *Client) GenerateJITConfig(ctx context.Context, req fleet.JITRequest) (fleet.JITRunner, error) {
 	if err := checkTarget(req.InstallationID, req.Org); err != nil {
-		return scheduler.JITRunner{}, fmt.Errorf("generate jit config: %w", err)
+		return fleet.JITRunner{}, fmt.Errorf("generate jit config: %w", err)
 	}
 	if req.Name == "" || len(req.Labels) == 0 {
-		return scheduler.JITRunner{}, errors.New("generate jit config: name and labels are required")
+		return fleet.JITRunner{}, errors.New("generate jit config: name and labels are required")
 	}
 	groupID, err := c.runnerGroupID(ctx, req.InstallationID, req.Org)
 	if err != nil {
-		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s: %w", req.Name, err)
+		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s: %w", req.Name, err)
 	}
 	// Wait for a token of the write budget; a ctx that ends first fails the
 	// launch, which backs off and retries: no request is sent.
 	if err := c.jitLimit.Wait(ctx); err != nil {
-		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s: rate limiter: %w", req.Name, err)
+		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s: rate limiter: %w", req.Name, err)
 	}
 	var out *github.JITRunnerConfig
 	err = c.call(ctx, "generate jit config", req.InstallationID, false, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
@@ -275,21 +274,21 @@ func (c *Client) GenerateJITConfig(ctx context.Context, req scheduler.JITRequest
 		case http.StatusNotFound, http.StatusUnprocessableEntity:
 			c.forgetGroup(req.InstallationID, req.Org) // maybe the group went away
 		}
-		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: %w", req.Name, req.Org, err)
+		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: %w", req.Name, req.Org, err)
 	}
 	if out == nil || out.GetRunner().GetID() == 0 || out.GetEncodedJITConfig() == "" {
-		return scheduler.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: answer lacks runner id or config", req.Name, req.Org)
+		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: answer lacks runner id or config", req.Name, req.Org)
 	}
 	c.log.Debug().Str("org", req.Org).Str("runner_name", req.Name).Int64("runner_id", out.GetRunner().GetID()).
 		Int64("runner_group_id", groupID).Msg("jit runner registered")
-	return scheduler.JITRunner{RunnerID: out.GetRunner().GetID(), Config: scheduler.Secret(out.GetEncodedJITConfig())}, nil
+	return fleet.JITRunner{RunnerID: out.GetRunner().GetID(), Config: fleet.Secret(out.GetEncodedJITConfig())}, nil
 }
 
 // Runner returns GitHub's view of one runner, or an error wrapping
-// scheduler.ErrNotFound.
-func (c *Client) Runner(ctx context.Context, installationID int64, org string, runnerID int64) (scheduler.RunnerStatus, error) {
+// fleet.ErrNotFound.
+func (c *Client) Runner(ctx context.Context, installationID int64, org string, runnerID int64) (fleet.RunnerStatus, error) {
 	if err := checkTarget(installationID, org); err != nil {
-		return scheduler.RunnerStatus{}, fmt.Errorf("get runner %d: %w", runnerID, err)
+		return fleet.RunnerStatus{}, fmt.Errorf("get runner %d: %w", runnerID, err)
 	}
 	var r *github.Runner
 	err := c.call(ctx, "get runner", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
@@ -299,16 +298,16 @@ func (c *Client) Runner(ctx context.Context, installationID int64, org string, r
 		return resp, err
 	})
 	if statusOf(err) == http.StatusNotFound {
-		return scheduler.RunnerStatus{}, fmt.Errorf("runner %d in %s: %w", runnerID, org, scheduler.ErrNotFound)
+		return fleet.RunnerStatus{}, fmt.Errorf("runner %d in %s: %w", runnerID, org, fleet.ErrNotFound)
 	}
 	if err != nil {
-		return scheduler.RunnerStatus{}, fmt.Errorf("get runner %d in %s: %w", runnerID, org, err)
+		return fleet.RunnerStatus{}, fmt.Errorf("get runner %d in %s: %w", runnerID, org, err)
 	}
 	return runnerStatus(r), nil
 }
 
-func runnerStatus(r *github.Runner) scheduler.RunnerStatus {
-	return scheduler.RunnerStatus{ID: r.GetID(), Name: r.GetName(), Online: r.GetStatus() == "online", Busy: r.GetBusy()}
+func runnerStatus(r *github.Runner) fleet.RunnerStatus {
+	return fleet.RunnerStatus{ID: r.GetID(), Name: r.GetName(), Online: r.GetStatus() == "online", Busy: r.GetBusy()}
 }
 
 // RemoveRunner deletes a runner record; one already gone is success. GitHub
@@ -333,40 +332,61 @@ func (c *Client) RemoveRunner(ctx context.Context, installationID int64, org str
 	return fmt.Errorf("remove runner %d in %s: %w", runnerID, org, err)
 }
 
-// maxPages bounds pagination against a misbehaving server.
-const maxPages = 1000
-
 // ListRunners returns all the org's self-hosted runners (every page).
-func (c *Client) ListRunners(ctx context.Context, installationID int64, org string) ([]scheduler.RunnerStatus, error) {
+func (c *Client) ListRunners(ctx context.Context, installationID int64, org string) ([]fleet.RunnerStatus, error) {
 	if err := checkTarget(installationID, org); err != nil {
 		return nil, fmt.Errorf("list runners: %w", err)
 	}
-	var out []scheduler.RunnerStatus
-	opts := &github.ListRunnersOptions{ListOptions: github.ListOptions{PerPage: c.pageSize}}
-	for page := 0; page < maxPages; page++ {
-		var rs *github.Runners
+	var out []fleet.RunnerStatus
+	err := eachPage(ctx, c, "list runners", installationID,
+		func(ctx context.Context, gh *github.Client, lo github.ListOptions) ([]*github.Runner, *github.Response, error) {
+			rs, resp, err := gh.Actions.ListOrganizationRunners(ctx, org, &github.ListRunnersOptions{ListOptions: lo})
+			if rs == nil {
+				return nil, resp, err
+			}
+			return rs.Runners, resp, err
+		},
+		func(r *github.Runner) bool { out = append(out, runnerStatus(r)); return true })
+	if err != nil {
+		return nil, fmt.Errorf("list runners in %s: %w", org, err)
+	}
+	return out, nil
+}
+
+// maxPages bounds pagination against a misbehaving server.
+const maxPages = 1000
+
+// eachPage lists page after page, by GitHub's page numbers, handing each
+// item to yield until yield returns false or there is no next page.
+func eachPage[T any](ctx context.Context, c *Client, op string, installationID int64,
+	list func(context.Context, *github.Client, github.ListOptions) ([]T, *github.Response, error), yield func(T) bool) error {
+	opts := github.ListOptions{PerPage: c.pageSize}
+	for range maxPages {
+		var items []T
 		var next int
-		err := c.call(ctx, "list runners", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
+		err := c.call(ctx, op, installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
 			var resp *github.Response
 			var err error
-			rs, resp, err = gh.Actions.ListOrganizationRunners(ctx, org, opts)
+			items, resp, err = list(ctx, gh, opts)
 			if resp != nil {
 				next = resp.NextPage
 			}
 			return resp, err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list runners in %s: %w", org, err)
+			return err
 		}
-		for _, r := range rs.Runners {
-			out = append(out, runnerStatus(r))
+		for _, it := range items {
+			if !yield(it) {
+				return nil
+			}
 		}
 		if next == 0 || next <= opts.Page {
-			return out, nil
+			return nil
 		}
 		opts.Page = next
 	}
-	return nil, fmt.Errorf("list runners in %s: more than %d pages", org, maxPages)
+	return fmt.Errorf("more than %d pages", maxPages)
 }
 
 // runnerGroupID resolves the configured group name for an org, once; the
@@ -398,30 +418,16 @@ func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org st
 
 func (c *Client) lookupGroup(ctx context.Context, installationID int64, org string) (int64, error) {
 	var names []string
-	var fold int64
-	opts := &github.ListOrgRunnerGroupOptions{ListOptions: github.ListOptions{PerPage: c.pageSize}}
-	for page := 0; page < maxPages; page++ {
-		var gs *github.RunnerGroups
-		var next int
-		err := c.call(ctx, "list runner groups", installationID, true, func(ctx context.Context, gh *github.Client) (*github.Response, error) {
-			var resp *github.Response
-			var err error
-			gs, resp, err = gh.Actions.ListOrganizationRunnerGroups(ctx, org, opts)
-			if resp != nil {
-				next = resp.NextPage
+	var exact, fold int64
+	err := eachPage(ctx, c, "list runner groups", installationID,
+		func(ctx context.Context, gh *github.Client, lo github.ListOptions) ([]*github.RunnerGroup, *github.Response, error) {
+			gs, resp, err := gh.Actions.ListOrganizationRunnerGroups(ctx, org, &github.ListOrgRunnerGroupOptions{ListOptions: lo})
+			if gs == nil {
+				return nil, resp, err
 			}
-			return resp, err
-		})
-		if err != nil {
-			if s := statusOf(err); (s == http.StatusNotFound || s == http.StatusForbidden) && strings.EqualFold(c.groupName, defaultRunnerGroup) {
-				// Plans without runner groups still have the default
-				// group, whose id is always 1.
-				c.log.Warn().Err(err).Str("org", org).Msg("cannot list runner groups; using the default group id 1")
-				return 1, nil
-			}
-			return 0, fmt.Errorf("resolve runner group %q in %s: %w", c.groupName, org, err)
-		}
-		for _, g := range gs.RunnerGroups {
+			return gs.RunnerGroups, resp, err
+		},
+		func(g *github.RunnerGroup) bool {
 			if g.GetName() == c.groupName || (fold == 0 && strings.EqualFold(g.GetName(), c.groupName)) {
 				if g.GetAllowsPublicRepositories() {
 					// GitHub gives a public repository's job to any idle runner
@@ -430,18 +436,27 @@ func (c *Client) lookupGroup(ctx context.Context, installationID int64, org stri
 						Msg("runner group allows public repositories: our runners may run their jobs; restrict the group unless that is intended")
 				}
 			}
-			if g.GetName() == c.groupName {
-				return g.GetID(), nil
-			}
-			if fold == 0 && strings.EqualFold(g.GetName(), c.groupName) {
+			switch {
+			case g.GetName() == c.groupName:
+				exact = g.GetID()
+				return false
+			case fold == 0 && strings.EqualFold(g.GetName(), c.groupName):
 				fold = g.GetID()
 			}
 			names = append(names, g.GetName())
+			return true
+		})
+	if err != nil {
+		if s := statusOf(err); (s == http.StatusNotFound || s == http.StatusForbidden) && strings.EqualFold(c.groupName, defaultRunnerGroup) {
+			// Plans without runner groups still have the default group,
+			// whose id is always 1.
+			c.log.Warn().Err(err).Str("org", org).Msg("cannot list runner groups; using the default group id 1")
+			return 1, nil
 		}
-		if next == 0 || next <= opts.Page {
-			break
-		}
-		opts.Page = next
+		return 0, fmt.Errorf("resolve runner group %q in %s: %w", c.groupName, org, err)
+	}
+	if exact != 0 {
+		return exact, nil
 	}
 	if fold != 0 {
 		return fold, nil

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,9 +13,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 const (
@@ -33,7 +30,7 @@ type env struct {
 	fake *ghfake.Server
 	c    *Client
 	rec  *ghfaketest.AuthRecorder
-	logs *ghfaketest.SyncBuffer
+	logs *fleettest.LogBuffer
 }
 
 func newEnv(t *testing.T, fakeOpts func(*ghfake.Options), cfgMod func(*Config)) *env {
@@ -57,7 +54,7 @@ func newEnv(t *testing.T, fakeOpts func(*ghfake.Options), cfgMod func(*Config)) 
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
-	logs := &ghfaketest.SyncBuffer{}
+	logs := &fleettest.LogBuffer{}
 	c, err := New(cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatal(err)
@@ -77,12 +74,12 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func (e *env) jit(name string, labels ...string) scheduler.JITRunner {
+func (e *env) jit(name string, labels ...string) fleet.JITRunner {
 	e.t.Helper()
 	if len(labels) == 0 {
 		labels = []string{"self-hosted", "linux"}
 	}
-	r, err := e.c.GenerateJITConfig(ctx(e.t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: name, Labels: labels})
+	r, err := e.c.GenerateJITConfig(ctx(e.t), fleet.JITRequest{InstallationID: instID, Org: org, Name: name, Labels: labels})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -155,7 +152,7 @@ func TestJITConfigAndGroupResolution(t *testing.T) {
 		t.Fatalf("requests: %v", req)
 	}
 
-	_, err = e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: "r1", Labels: []string{"x"}})
+	_, err = e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r1", Labels: []string{"x"}})
 	if !errors.Is(err, ErrRunnerExists) {
 		t.Fatalf("duplicate name: %v", err)
 	}
@@ -166,7 +163,7 @@ func TestJITConfigAndGroupResolution(t *testing.T) {
 
 func TestUnknownRunnerGroup(t *testing.T) {
 	e := newEnv(t, nil, func(c *Config) { c.RunnerGroup = "nope" })
-	_, err := e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: "r", Labels: []string{"x"}})
+	_, err := e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r", Labels: []string{"x"}})
 	if !errors.Is(err, ErrUnknownRunnerGroup) || !strings.Contains(err.Error(), `"nope"`) || !strings.Contains(err.Error(), "lxd-runners") {
 		t.Fatalf("unknown group: %v", err)
 	}
@@ -198,7 +195,7 @@ func TestRunnerAndRemove(t *testing.T) {
 	if err := e.c.RemoveRunner(ctx(t), instID, org, r.RunnerID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.c.Runner(ctx(t), instID, org, r.RunnerID); !errors.Is(err, scheduler.ErrNotFound) {
+	if _, err := e.c.Runner(ctx(t), instID, org, r.RunnerID); !errors.Is(err, fleet.ErrNotFound) {
 		t.Fatalf("runner after removal: %v", err)
 	}
 	if err := e.c.RemoveRunner(ctx(t), instID, org, r.RunnerID); err != nil {
@@ -215,7 +212,7 @@ func TestRemoveBusyRunner(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	r := e.jit("busy")
 	job := e.fake.QueueJob(ghfake.JobSpec{Labels: []string{"linux"}, Duration: time.Hour})
-	sock := devlxd(t, r.Config.Reveal())
+	sock := ghfaketest.DevLXD(t, r.Config.Reveal())
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ghfake.RunRunner(rctx, ghfake.RunnerOptions{DevLXDSocket: sock}) }()
@@ -281,7 +278,7 @@ func TestServerErrorsRetriedWhenSafe(t *testing.T) {
 
 	// The JIT POST is not retried on 5xx: GitHub may have created it.
 	e.fault(1, path("POST", "/generate-jitconfig"), 500, nil)
-	if _, err := e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: "r2", Labels: []string{"x"}}); statusOf(err) != 500 {
+	if _, err := e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r2", Labels: []string{"x"}}); statusOf(err) != 500 {
 		t.Fatalf("jit under 500: %v", err)
 	}
 	if n := e.fake.Requests()["POST /orgs/{org}/actions/runners/generate-jitconfig"]; n != 2 {
@@ -433,18 +430,18 @@ func TestRedaction(t *testing.T) {
 			errs = append(errs, err)
 		}
 	}
-	_, err := e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: "r1", Labels: []string{"x"}})
+	_, err := e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r1", Labels: []string{"x"}})
 	collect(err)
 	e.fault(-1, func(*http.Request) bool { return true }, 500, nil)
 	_, err = e.c.Runner(ctx(t), instID, org, r.RunnerID)
 	collect(err)
-	_, err = e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: instID, Org: org, Name: "r2", Labels: []string{"x"}})
+	_, err = e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r2", Labels: []string{"x"}})
 	collect(err)
 	_, err = e.c.AppDeliveries(ctx(t), time.Time{})
 	collect(err)
 	e.fault(-1, func(*http.Request) bool { return true }, 401, nil)
 	collect(e.c.RemoveRunner(ctx(t), instID, org, r.RunnerID))
-	_, err = e.c.GenerateJITConfig(ctx(t), scheduler.JITRequest{InstallationID: 99, Org: org, Name: "r3", Labels: []string{"x"}})
+	_, err = e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: 99, Org: org, Name: "r3", Labels: []string{"x"}})
 	collect(err)
 	if len(errs) != 6 {
 		t.Fatalf("want 6 errors, got %v", errs)
@@ -473,31 +470,6 @@ func TestRedaction(t *testing.T) {
 	}
 }
 
-// devlxd serves a JIT config like /dev/lxd/sock does.
-func devlxd(t *testing.T, jitconfig string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "devlxd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/1.0/config/"+scheduler.KeyJITConfig {
-			http.NotFound(w, r)
-			return
-		}
-		io.WriteString(w, jitconfig)
-	})}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	return sock
-}
-
 func TestWarnsWhenGroupAllowsPublicRepositories(t *testing.T) {
 	for _, public := range []bool{false, true} {
 		e := newEnv(t, func(o *ghfake.Options) {
@@ -522,7 +494,7 @@ func TestJITRateLimiter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := e.c.GenerateJITConfig(ctx, scheduler.JITRequest{InstallationID: instID, Org: org, Name: "over-budget", Labels: []string{"x"}})
+	_, err := e.c.GenerateJITConfig(ctx, fleet.JITRequest{InstallationID: instID, Org: org, Name: "over-budget", Labels: []string{"x"}})
 	if err == nil {
 		t.Fatal("a fourth JIT config within the minute was not held back")
 	}

@@ -7,29 +7,13 @@ import (
 	"time"
 
 	"github.com/google/go-github/v62/github"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
-
-// Delivery is one attempt to deliver one of the App's webhooks.
-type Delivery struct {
-	ID             int64
-	GUID           string // X-GitHub-Delivery; redeliveries share it
-	DeliveredAt    time.Time
-	Redelivery     bool
-	Status         string // e.g. "OK", "Invalid HTTP Response: 502"
-	StatusCode     int    // 0 when GitHub got no HTTP answer
-	Event          string
-	Action         string
-	InstallationID int64
-	RepositoryID   int64
-}
-
-// Failed reports whether the receiver did not answer 2xx.
-func (d Delivery) Failed() bool { return d.StatusCode < 200 || d.StatusCode > 299 }
 
 // AppDeliveries lists the App's webhook deliveries delivered at or after
 // since, newest first (GitHub's order), paging with GitHub's cursor.
-func (c *Client) AppDeliveries(ctx context.Context, since time.Time) ([]Delivery, error) {
-	var out []Delivery
+func (c *Client) AppDeliveries(ctx context.Context, since time.Time) ([]fleet.AppDelivery, error) {
+	var out []fleet.AppDelivery
 	opts := &github.ListCursorOptions{PerPage: c.pageSize}
 	for page := 0; page < maxPages; page++ {
 		var ds []*github.HookDelivery
@@ -51,7 +35,7 @@ func (c *Client) AppDeliveries(ctx context.Context, since time.Time) ([]Delivery
 			if !since.IsZero() && at.Before(since) {
 				return out, nil // newest first: the rest are older
 			}
-			out = append(out, Delivery{
+			out = append(out, fleet.AppDelivery{
 				ID: d.GetID(), GUID: d.GetGUID(), DeliveredAt: at, Redelivery: d.GetRedelivery(),
 				Status: d.GetStatus(), StatusCode: d.GetStatusCode(), Event: d.GetEvent(), Action: d.GetAction(),
 				InstallationID: d.GetInstallationID(), RepositoryID: d.GetRepositoryID(),

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/google/go-github/v62/github"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // RateLimitError is returned when GitHub rate-limited a call and the wait
@@ -30,6 +31,9 @@ func (e *RateLimitError) Error() string {
 
 func (e *RateLimitError) Unwrap() error { return e.Err }
 
+// RetryAfter is when the limit lifts, by the wall clock.
+func (e *RateLimitError) RetryAfter() time.Time { return e.RetryAt }
+
 type retryPolicy struct {
 	attempts    int           // tries for network errors and 5xx
 	base, cap   time.Duration // exponential backoff
@@ -45,27 +49,10 @@ var defaultRetryPolicy = retryPolicy{
 	rateWaits:   3,
 }
 
+// backoff is the wait before retry attempt (1-based): half fixed, half
+// jitter, so concurrent callers spread out.
 func (p retryPolicy) backoff(attempt int) time.Duration {
-	d := p.base << min(attempt-1, 20)
-	if d <= 0 || d > p.cap {
-		d = p.cap
-	}
-	// Half fixed, half jitter, so concurrent callers spread out.
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return fleet.Backoff(attempt-1, p.base, p.cap)
 }
 
 type failureKind int

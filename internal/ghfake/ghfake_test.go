@@ -17,15 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v4"
 	"github.com/google/go-github/v62/github"
-
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
-
-func TestKeyMatchesScheduler(t *testing.T) {
-	if KeyJITConfig != scheduler.KeyJITConfig {
-		t.Fatalf("KeyJITConfig %q != scheduler.KeyJITConfig %q", KeyJITConfig, scheduler.KeyJITConfig)
-	}
-}
 
 func signJWT(t *testing.T, key *rsa.PrivateKey, iss string, iat, exp time.Time) string {
 	t.Helper()

@@ -5,16 +5,14 @@ import (
 	"crypto/rsa"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -152,38 +150,14 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// devlxd serves one instance's config on a unix socket, like /dev/lxd/sock.
-func devlxd(t *testing.T, jitconfig string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "devlxd") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /1.0/config/"+KeyJITConfig, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		io.WriteString(w, jitconfig)
-	})
-	hs := &http.Server{Handler: mux}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	return sock
-}
-
 // startRunner runs the fake runner in-process; its result arrives on the channel.
 func startRunner(t *testing.T, jitconfig string) (<-chan error, context.CancelFunc) {
 	t.Helper()
-	sock := devlxd(t, jitconfig)
+	sock := ghfaketest.DevLXD(t, jitconfig)
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	done := make(chan error, 1)
-	logw := &ghfaketest.SyncBuffer{} // output may arrive after the test ended
+	logw := &fleettest.LogBuffer{} // output may arrive after the test ended
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("fake runner output:\n%s", logw.String())

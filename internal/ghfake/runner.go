@@ -12,11 +12,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
-)
 
-// KeyJITConfig is the instance config key holding the JIT config; it must
-// equal scheduler.KeyJITConfig (a test checks).
-const KeyJITConfig = "user.runner.jitconfig"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
 
 // RunnerOptions configure RunRunner.
 type RunnerOptions struct {
@@ -28,7 +26,7 @@ type RunnerOptions struct {
 	// JITConfig, when set, is used instead of reading the config through
 	// devlxd: a real runner image's bootstrap hands it over in the
 	// environment (ACTIONS_RUNNER_INPUT_JITCONFIG), as to GitHub's runner.
-	JITConfig Secret
+	JITConfig fleet.Secret
 }
 
 // Errors RunRunner returns when the stand-in will not let it run.
@@ -64,7 +62,7 @@ func RunRunner(ctx context.Context, opts RunnerOptions) error {
 	encoded := opts.JITConfig.Reveal()
 	if encoded == "" {
 		var err error
-		if encoded, err = readDevLXDConfig(ctx, sock, KeyJITConfig); err != nil {
+		if encoded, err = readDevLXDConfig(ctx, sock, fleet.KeyJITConfig); err != nil {
 			return err
 		}
 	}

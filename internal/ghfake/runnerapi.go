@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // runnerPath is where the fake runner talks to the stand-in (under the path
@@ -32,18 +34,8 @@ type JITConfig struct {
 	URL        string
 	RunnerID   int64
 	RunnerName string
-	Secret     Secret
+	Secret     fleet.Secret
 }
-
-// Secret is a per-runner secret that formats as "[redacted]", like
-// scheduler.Secret. Not that type: importing the scheduler would drag its
-// dependencies into the fake runner binary.
-type Secret string
-
-func (Secret) String() string               { return "[redacted]" }
-func (Secret) GoString() string             { return "[redacted]" }
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
-func (s Secret) Reveal() string             { return string(s) }
 
 // DecodeJITConfig decodes an encoded_jit_config issued by the stand-in.
 func DecodeJITConfig(encoded string) (JITConfig, error) {
@@ -58,7 +50,7 @@ func DecodeJITConfig(encoded string) (JITConfig, error) {
 	if w.V != 1 || w.URL == "" || w.RunnerID <= 0 || w.Secret == "" {
 		return JITConfig{}, errors.New("jit config: missing fields or unknown version")
 	}
-	return JITConfig{URL: w.URL, RunnerID: w.RunnerID, RunnerName: w.RunnerName, Secret: Secret(w.Secret)}, nil
+	return JITConfig{URL: w.URL, RunnerID: w.RunnerID, RunnerName: w.RunnerName, Secret: fleet.Secret(w.Secret)}, nil
 }
 
 type connectRequest struct {

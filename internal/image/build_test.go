@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image/imagetest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 func TestValidate(t *testing.T) {
@@ -260,7 +260,7 @@ func TestBuildLifecycle(t *testing.T) {
 	}
 
 	t.Run("bootstrap runs the runner with the JIT config and powers off", func(t *testing.T) {
-		rec := runManaged(t, c, spec.Name, map[string]string{scheduler.KeyJITConfig: "SECRET123"})
+		rec := runManaged(t, c, spec.Name, map[string]string{fleet.KeyJITConfig: "SECRET123"})
 		t.Logf("record:\n%s", rec)
 		lines := strings.Split(rec, "\n")
 		has := func(l string) bool {
@@ -297,7 +297,7 @@ func TestBuildLifecycle(t *testing.T) {
 		name := lxdtest.Name(t)
 		lxdtest.Cleanup(t, c, name)
 		err := c.Launch(ctx, lxd.LaunchSpec{Name: name, Image: spec.Name, Ephemeral: true,
-			Config: map[string]string{scheduler.KeyManaged: "true", "user.runner.jitconfig-wait": "1"}})
+			Config: map[string]string{fleet.KeyManaged: "true", "user.runner.jitconfig-wait": "1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,7 +388,7 @@ func TestBuildLifecycle(t *testing.T) {
 		if fp, _ := c.AliasTarget(ctx, spec.Name); fp != last.Fingerprint {
 			t.Errorf("alias -> %s, want %s", fp, last.Fingerprint)
 		}
-		if _, err := c.Image(ctx, r1.Fingerprint); !errors.Is(err, scheduler.ErrNotFound) {
+		if _, err := c.Image(ctx, r1.Fingerprint); !errors.Is(err, fleet.ErrNotFound) {
 			t.Errorf("oldest image still there: %v", err)
 		}
 		noInstancesNamed(t, spec.Name)
@@ -421,7 +421,7 @@ func runManaged(t *testing.T, c *lxd.Client, image string, config map[string]str
 
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, name)
-	cfg := map[string]string{scheduler.KeyManaged: "true"}
+	cfg := map[string]string{fleet.KeyManaged: "true"}
 	for k, v := range config {
 		cfg[k] = v
 	}

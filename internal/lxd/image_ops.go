@@ -3,6 +3,8 @@ package lxd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +17,10 @@ import (
 )
 
 // This file holds the calls that build runner images: launching a
-// non-managed instance, exec, file push, publish and alias operations.
-// Unlike the runner calls above, the long ones (Exec, Publish) are bounded
-// only by the caller's context, since an operator's build step or a big
-// image may take far longer than OpTimeout.
+// non-managed instance, exec, file push, publish, import, alias and profile
+// operations. Unlike the runner calls of instances.go, the long ones (Exec,
+// Publish) are bounded only by the caller's context, since an operator's
+// build step or a big image may take far longer than OpTimeout.
 
 // LaunchSpec is an instance to create and start from an image. It carries
 // none of the service's user.runner.* keys unless Config does.
@@ -249,7 +251,7 @@ func toImageInfo(img api.Image) ImageInfo {
 }
 
 // Image returns the image that alias or (partial) fingerprint names; an
-// error matching scheduler.ErrNotFound when there is none.
+// error matching fleet.ErrNotFound when there is none.
 func (c *Client) Image(ctx context.Context, name string) (ImageInfo, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
@@ -301,7 +303,10 @@ func (c *Client) AliasTarget(ctx context.Context, alias string) (string, error) 
 func (c *Client) SetAlias(ctx context.Context, alias, fingerprint string) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	s := c.server(ctx, "")
+	return setAlias(c.server(ctx, ""), alias, fingerprint)
+}
+
+func setAlias(s lxdclient.InstanceServer, alias, fingerprint string) error {
 	err := s.UpdateImageAlias(alias, api.ImageAliasesEntryPut{Target: fingerprint}, "")
 	if api.StatusErrorCheck(err, http.StatusNotFound) {
 		err = s.CreateImageAlias(api.ImageAliasesPost{ImageAliasesEntry: api.ImageAliasesEntry{Name: alias, Target: fingerprint}})
@@ -310,4 +315,115 @@ func (c *Client) SetAlias(ctx context.Context, alias, fingerprint string) error 
 		return fmt.Errorf("image alias %s -> %s: %w", alias, fingerprint, err)
 	}
 	return nil
+}
+
+// ImportImage uploads a unified image tarball (plain or compressed) and
+// points alias at it, replacing the alias's old target. Importing an image
+// that already exists is success. When only the alias fails, the
+// fingerprint is returned with the error so that the caller can delete the
+// image. An empty alias adds none.
+func (c *Client) ImportImage(ctx context.Context, tarball io.Reader, alias string) (string, error) {
+	if tarball == nil {
+		return "", errors.New("import image: nil tarball")
+	}
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	s := c.server(ctx, "")
+
+	// LXD names an image by the sha256 of the uploaded tarball; hashing
+	// while uploading finds the existing image when the upload is refused
+	// as a duplicate (an error with no status code to test).
+	h := sha256.New()
+	body := io.TeeReader(ctxReader{ctx: ctx, r: tarball}, h)
+	op, err := s.CreateImage(api.ImagesPost{}, &lxdclient.ImageCreateArgs{MetaFile: body})
+	if err == nil {
+		err = c.wait(ctx, op)
+	}
+	var fp string
+	if err == nil {
+		fp, _ = op.Get().Metadata["fingerprint"].(string)
+	}
+	if err != nil || fp == "" {
+		_, _ = io.Copy(h, ctxReader{ctx: ctx, r: tarball}) // hash what LXD did not read
+		sum := hex.EncodeToString(h.Sum(nil))
+		if _, _, gerr := s.GetImage(sum); gerr != nil {
+			if err == nil {
+				err = errors.New("no fingerprint in operation")
+			}
+			return "", fmt.Errorf("import image: %w", err)
+		}
+		fp = sum
+	}
+	if alias == "" {
+		return fp, nil
+	}
+	return fp, setAlias(s, alias, fp)
+}
+
+// DeleteImage deletes the image with this fingerprint, and so its aliases.
+// A missing image is success.
+func (c *Client) DeleteImage(ctx context.Context, fingerprint string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	s := c.server(ctx, "")
+	op, err := s.DeleteImage(fingerprint)
+	if api.StatusErrorCheck(err, http.StatusNotFound) {
+		return nil
+	}
+	if err == nil {
+		err = c.wait(ctx, op)
+	}
+	if err != nil {
+		if _, _, gerr := s.GetImage(fingerprint); api.StatusErrorCheck(gerr, http.StatusNotFound) {
+			return nil
+		}
+		return fmt.Errorf("delete image %s: %w", fingerprint, err)
+	}
+	return nil
+}
+
+// EnsureProfile creates profile name with exactly these devices, or
+// replaces the devices of the existing profile (its config is kept).
+func (c *Client) EnsureProfile(ctx context.Context, name string, devices map[string]map[string]string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	s := c.server(ctx, "")
+	p, etag, err := s.GetProfile(name)
+	switch {
+	case api.StatusErrorCheck(err, http.StatusNotFound):
+		err = s.CreateProfile(api.ProfilesPost{Name: name, ProfilePut: api.ProfilePut{Devices: devices}})
+	case err == nil:
+		put := p.Writable()
+		put.Devices = devices
+		err = s.UpdateProfile(name, put, etag)
+	}
+	if err != nil {
+		return fmt.Errorf("ensure profile %s: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteProfile deletes profile name; a missing one is success.
+func (c *Client) DeleteProfile(ctx context.Context, name string) error {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	err := c.server(ctx, "").DeleteProfile(name)
+	if err != nil && !api.StatusErrorCheck(err, http.StatusNotFound) {
+		return fmt.Errorf("delete profile %s: %w", name, err)
+	}
+	return nil
+}
+
+// ctxReader stops an upload when ctx ends: the client's image upload does
+// not take a context.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // TestImageOps covers the calls image builds use, on a busybox instance:
@@ -29,7 +29,7 @@ func TestImageOps(t *testing.T) {
 	if src.Fingerprint != fp || src.Architecture == "" {
 		t.Errorf("image %+v", src)
 	}
-	if _, err := c.Image(ctx, "no-such-image-"+alias); !errors.Is(err, scheduler.ErrNotFound) {
+	if _, err := c.Image(ctx, "no-such-image-"+alias); !errors.Is(err, fleet.ErrNotFound) {
 		t.Errorf("missing image: %v", err)
 	}
 

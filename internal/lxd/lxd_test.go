@@ -26,9 +26,9 @@ import (
 	"github.com/canonical/lxd/shared/api"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // gone is how long LXD may take to delete an ephemeral instance whose init
@@ -85,7 +85,7 @@ func TestPing(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := lxd.Connect(lxdtest.Ctx(t), lxd.Config{Socket: lxdtest.SocketPath(), Project: "no-such-project"})
-	if !errors.Is(err, scheduler.ErrNotFound) || !strings.Contains(err.Error(), "no-such-project") {
+	if !errors.Is(err, fleet.ErrNotFound) || !strings.Contains(err.Error(), "no-such-project") {
 		t.Errorf("Connect to a missing project = %v, want a not-found error naming it", err)
 	}
 }
@@ -96,6 +96,7 @@ func TestCreateFromAliasAndFingerprint(t *testing.T) {
 	raw := lxdtest.Raw(t)
 	ctx := lxdtest.Ctx(t)
 	alias, fp := lxdtest.Image(t, c, devimage.Options{})
+	created := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 
 	// At once, through one client: calls must not share per-call state.
 	images := []string{alias, fp, fp[:12]}
@@ -105,10 +106,11 @@ func TestCreateFromAliasAndFingerprint(t *testing.T) {
 	for i, image := range images {
 		names[i] = lxdtest.Name(t)
 		lxdtest.Cleanup(t, c, names[i])
-		spec := scheduler.InstanceSpec{
+		spec := fleet.InstanceSpec{
 			Name: names[i], Image: image, Type: "container", Profiles: []string{"default"},
-			Config:    map[string]string{scheduler.KeyPool: "small", "limits.processes": "100"},
-			JITConfig: scheduler.Secret("jit-" + names[i]),
+			Config:    map[string]string{"limits.processes": "100"},
+			Labels:    fleet.InstanceLabels{Pool: "small", CreatedAt: created},
+			JITConfig: fleet.Secret("jit-" + names[i]),
 		}
 		wg.Go(func() { errs[i] = c.Create(ctx, spec) })
 	}
@@ -127,19 +129,22 @@ func TestCreateFromAliasAndFingerprint(t *testing.T) {
 			t.Errorf("%s: status %s ephemeral %v, want Running and ephemeral", name, inst.Status, inst.Ephemeral)
 		}
 		want := map[string]string{
-			scheduler.KeyManaged:   "true",
-			scheduler.KeyPool:      "small",
-			scheduler.KeyJITConfig: "jit-" + name,
-			"limits.processes":     "100",
-			"volatile.base_image":  fp,
+			fleet.KeyManaged:      "true",
+			lxd.KeyPool:           "small",
+			lxd.KeyCreatedAt:      "2024-05-06T07:08:09Z",
+			fleet.KeyJITConfig:    "jit-" + name,
+			"limits.processes":    "100",
+			"volatile.base_image": fp,
 		}
 		for k, v := range want {
 			if inst.Config[k] != v {
 				t.Errorf("%s: config %s = %q, want %q", name, k, inst.Config[k], v)
 			}
 		}
-		if _, err := time.Parse(time.RFC3339, inst.Config[scheduler.KeyCreatedAt]); err != nil {
-			t.Errorf("%s: created-at not filled in: %v", name, err)
+		for _, k := range []string{lxd.KeyOwner, lxd.KeyJobID, lxd.KeyRunnerID, lxd.KeyOrg, lxd.KeyInstall} {
+			if v, ok := inst.Config[k]; ok {
+				t.Errorf("%s: label %s = %q set though the spec's is zero", name, k, v)
+			}
 		}
 	}
 }
@@ -155,7 +160,7 @@ func TestCreateByCopy(t *testing.T) {
 	src := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, src)
 	createByHand(t, raw, src, fp, map[string]string{
-		"user.template": "yes", scheduler.KeyJITConfig: "stale", scheduler.KeyJobID: "5", scheduler.KeyRunnerID: "6",
+		"user.template": "yes", fleet.KeyJITConfig: "stale", lxd.KeyJobID: "5", lxd.KeyRunnerID: "6",
 	})
 	op, err := raw.CreateInstanceSnapshot(src, api.InstanceSnapshotsPost{Name: "snap0"})
 	if err == nil {
@@ -167,9 +172,9 @@ func TestCreateByCopy(t *testing.T) {
 
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, name)
-	err = c.Create(ctx, scheduler.InstanceSpec{
+	err = c.Create(ctx, fleet.InstanceSpec{
 		Name: name, SourceInstance: src,
-		Config:    map[string]string{scheduler.KeyPool: "copied"},
+		Labels:    fleet.InstanceLabels{Pool: "copied"},
 		JITConfig: "fresh",
 	})
 	if err != nil {
@@ -182,12 +187,12 @@ func TestCreateByCopy(t *testing.T) {
 	if inst.Status != "Running" || !inst.Ephemeral {
 		t.Errorf("copy: status %s ephemeral %v, want Running and ephemeral", inst.Status, inst.Ephemeral)
 	}
-	for k, v := range map[string]string{"user.template": "yes", scheduler.KeyPool: "copied", scheduler.KeyJITConfig: "fresh", scheduler.KeyManaged: "true"} {
+	for k, v := range map[string]string{"user.template": "yes", lxd.KeyPool: "copied", fleet.KeyJITConfig: "fresh", fleet.KeyManaged: "true"} {
 		if inst.Config[k] != v {
 			t.Errorf("copy: config %s = %q, want %q", k, inst.Config[k], v)
 		}
 	}
-	for _, k := range []string{scheduler.KeyJobID, scheduler.KeyRunnerID} {
+	for _, k := range []string{lxd.KeyJobID, lxd.KeyRunnerID} {
 		if v, ok := inst.Config[k]; ok {
 			t.Errorf("copy inherited the source's %s = %q", k, v)
 		}
@@ -214,13 +219,12 @@ func TestList(t *testing.T) {
 	created := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	ours := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, ours)
-	err := c.Create(ctx, scheduler.InstanceSpec{Name: ours, Image: fp, Config: map[string]string{
-		scheduler.KeyOwner:     "gha-",
-		scheduler.KeyPool:      "p1",
-		scheduler.KeyJobID:     "9007199254740993", // more than a float64 holds exactly
-		scheduler.KeyRunnerID:  "77",
-		scheduler.KeyCreatedAt: created.Format(time.RFC3339),
-	}})
+	labels := fleet.InstanceLabels{
+		Owner: "gha-", Pool: "p1", Org: "acme", InstallationID: 12,
+		JobID:    9007199254740993, // more than a float64 holds exactly
+		RunnerID: 77, CreatedAt: created,
+	}
+	err := c.Create(ctx, fleet.InstanceSpec{Name: ours, Image: fp, Labels: labels})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,12 +232,12 @@ func TestList(t *testing.T) {
 	mangled := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, mangled)
 	createByHand(t, raw, mangled, fp, map[string]string{
-		scheduler.KeyManaged: "true", scheduler.KeyPool: "p2",
-		scheduler.KeyJobID: "forty-two", scheduler.KeyRunnerID: "-3", scheduler.KeyCreatedAt: "yesterday",
+		fleet.KeyManaged: "true", lxd.KeyPool: "p2",
+		lxd.KeyJobID: "forty-two", lxd.KeyRunnerID: "-3", lxd.KeyCreatedAt: "yesterday",
 	})
 	// Not ours: no key, or a value other than "true".
 	var foreign []string
-	for _, cfg := range []map[string]string{nil, {scheduler.KeyManaged: "yes", scheduler.KeyPool: "p1"}} {
+	for _, cfg := range []map[string]string{nil, {fleet.KeyManaged: "yes", lxd.KeyPool: "p1"}} {
 		n := lxdtest.Name(t)
 		lxdtest.Cleanup(t, c, n)
 		createByHand(t, raw, n, fp, cfg)
@@ -244,13 +248,13 @@ func TestList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]scheduler.Instance{}
+	got := map[string]fleet.Instance{}
 	for _, in := range list {
 		got[in.Name] = in
 	}
-	want := map[string]scheduler.Instance{
-		ours:    {Name: ours, Owner: "gha-", Pool: "p1", JobID: 9007199254740993, RunnerID: 77, Status: "Running", CreatedAt: created},
-		mangled: {Name: mangled, Pool: "p2", Status: "Stopped"},
+	want := map[string]fleet.Instance{
+		ours:    {Name: ours, Managed: true, Labels: labels, State: fleet.InstanceRunning},
+		mangled: {Name: mangled, Managed: true, Labels: fleet.InstanceLabels{Pool: "p2"}, State: fleet.InstanceStopped},
 	}
 	for n, w := range want {
 		g, ok := got[n]
@@ -270,7 +274,7 @@ func TestList(t *testing.T) {
 	// Nothing listed lacks the key, whoever else uses this LXD.
 	for _, in := range list {
 		inst, _, err := raw.GetInstance(in.Name)
-		if err == nil && inst.Config[scheduler.KeyManaged] != "true" {
+		if err == nil && inst.Config[fleet.KeyManaged] != "true" {
 			t.Errorf("List has unmanaged %s", in.Name)
 		}
 	}
@@ -285,7 +289,7 @@ func TestDelete(t *testing.T) {
 
 	running := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, running)
-	if err := c.Create(ctx, scheduler.InstanceSpec{Name: running, Image: fp}); err != nil {
+	if err := c.Create(ctx, fleet.InstanceSpec{Name: running, Image: fp}); err != nil {
 		t.Fatal(err)
 	}
 	stopped := lxdtest.Name(t)
@@ -296,7 +300,7 @@ func TestDelete(t *testing.T) {
 		if err := c.Delete(ctx, name); err != nil {
 			t.Errorf("Delete(%s): %v", name, err)
 		}
-		if _, err := c.Get(ctx, name); !errors.Is(err, scheduler.ErrNotFound) {
+		if _, err := c.Get(ctx, name); !errors.Is(err, fleet.ErrNotFound) {
 			t.Errorf("after Delete(%s), Get = %v, want ErrNotFound", name, err)
 		}
 		// Again: now it does not exist.
@@ -315,7 +319,7 @@ func TestEphemeralInstanceGoesAwayWhenInitExits(t *testing.T) {
 	alias, _ := lxdtest.Image(t, c, devimage.Options{Init: []string{"/bin/busybox", "true"}})
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, name)
-	if err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{Name: name, Image: alias}); err != nil {
+	if err := c.Create(lxdtest.Ctx(t), fleet.InstanceSpec{Name: name, Image: alias}); err != nil {
 		t.Fatal(err)
 	}
 	lxdtest.WaitGone(t, c, name, gone)
@@ -371,7 +375,7 @@ func TestProxyDeviceReachesHost(t *testing.T) {
 
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, name)
-	if err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{Name: name, Image: alias, Profiles: []string{"default", profile}}); err != nil {
+	if err := c.Create(lxdtest.Ctx(t), fleet.InstanceSpec{Name: name, Image: alias, Profiles: []string{"default", profile}}); err != nil {
 		t.Fatal(err)
 	}
 	await(t, pings, "request from the container")
@@ -385,15 +389,15 @@ func TestJITConfigReadableInside(t *testing.T) {
 	probe := lxdtest.BuildGo(t, lxdtest.ProbePackage)
 	alias, _ := lxdtest.Image(t, c, devimage.Options{
 		Binary: probe,
-		Init:   []string{devimage.DefaultBinaryPath, "-get", scheduler.KeyJITConfig, "-post", fmt.Sprintf("http://127.0.0.1:%d/jit", port)},
+		Init:   []string{devimage.DefaultBinaryPath, "-get", fleet.KeyJITConfig, "-post", fmt.Sprintf("http://127.0.0.1:%d/jit", port)},
 	})
 	profile := lxdtest.Profile(t, c, map[string]map[string]string{"host": lxdtest.ProxyDevice(port)})
 
 	name := lxdtest.Name(t)
 	secret := "eyJqaXQiOi" + name + "+/=="
 	lxdtest.Cleanup(t, c, name)
-	err := c.Create(lxdtest.Ctx(t), scheduler.InstanceSpec{
-		Name: name, Image: alias, Profiles: []string{"default", profile}, JITConfig: scheduler.Secret(secret),
+	err := c.Create(lxdtest.Ctx(t), fleet.InstanceSpec{
+		Name: name, Image: alias, Profiles: []string{"default", profile}, JITConfig: fleet.Secret(secret),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -415,38 +419,38 @@ func TestCreateErrors(t *testing.T) {
 	})
 	taken := lxdtest.Name(t)
 	lxdtest.Cleanup(t, c, taken)
-	if err := c.Create(ctx, scheduler.InstanceSpec{Name: taken, Image: alias}); err != nil {
+	if err := c.Create(ctx, fleet.InstanceSpec{Name: taken, Image: alias}); err != nil {
 		t.Fatal(err)
 	}
 
 	const secret = "s3cr3t-JIT-value-that-must-never-be-printed"
 	tests := []struct {
 		name     string
-		spec     func(name string) scheduler.InstanceSpec
+		spec     func(name string) fleet.InstanceSpec
 		notFound bool
 		survives bool // the instance exists afterwards (it was someone's before)
 	}{
-		{"bad profile", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", "no-such-profile-" + n}}
+		{"bad profile", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", "no-such-profile-" + n}}
 		}, false, false},
 		// LXD echoes a bad value in its message; the secret must still not show.
-		{"bad value echoed", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, Image: alias, Config: map[string]string{"limits.memory": secret}}
+		{"bad value echoed", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, Image: alias, Config: map[string]string{"limits.memory": secret}}
 		}, false, false},
-		{"start fails", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", badNIC}}
+		{"start fails", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, Image: alias, Profiles: []string{"default", badNIC}}
 		}, false, false},
-		{"missing image", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, Image: "no-such-image-" + n}
+		{"missing image", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, Image: "no-such-image-" + n}
 		}, true, false},
-		{"missing source", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, SourceInstance: "no-such-instance-" + n}
+		{"missing source", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, SourceInstance: "no-such-instance-" + n}
 		}, true, false},
-		{"name taken", func(string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: taken, Image: alias}
+		{"name taken", func(string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: taken, Image: alias}
 		}, false, true},
-		{"image and source", func(n string) scheduler.InstanceSpec {
-			return scheduler.InstanceSpec{Name: n, Image: alias, SourceInstance: taken}
+		{"image and source", func(n string) fleet.InstanceSpec {
+			return fleet.InstanceSpec{Name: n, Image: alias, SourceInstance: taken}
 		}, false, false},
 	}
 	for _, tt := range tests {
@@ -470,14 +474,14 @@ func TestCreateErrors(t *testing.T) {
 			if tt.name == "start fails" && !strings.Contains(err.Error(), "start instance") {
 				t.Errorf("error %q is not about the start", err)
 			}
-			if got := errors.Is(err, scheduler.ErrNotFound); got != tt.notFound {
+			if got := errors.Is(err, fleet.ErrNotFound); got != tt.notFound {
 				t.Errorf("errors.Is(err, ErrNotFound) = %v, want %v", got, tt.notFound)
 			}
 			_, gerr := c.Get(ctx, spec.Name)
 			if tt.survives && gerr != nil {
 				t.Errorf("existing instance was harmed: %v", gerr)
 			}
-			if !tt.survives && !errors.Is(gerr, scheduler.ErrNotFound) {
+			if !tt.survives && !errors.Is(gerr, fleet.ErrNotFound) {
 				t.Errorf("failed Create left the instance behind (Get = %v)", gerr)
 			}
 		})
@@ -485,7 +489,7 @@ func TestCreateErrors(t *testing.T) {
 
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := c.Create(cancelled, scheduler.InstanceSpec{Name: lxdtest.Name(t), Image: alias}); !errors.Is(err, context.Canceled) {
+	if err := c.Create(cancelled, fleet.InstanceSpec{Name: lxdtest.Name(t), Image: alias}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Create with a cancelled context = %v, want context.Canceled", err)
 	}
 }

@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // relay is a unix socket that forwards to the real LXD socket until cut,
@@ -65,7 +65,7 @@ func (r *relay) cut() {
 }
 
 // When LXD stops answering, every call says so with an error matching
-// scheduler.ErrUnreachable; an answer from LXD, even "not found", does not.
+// fleet.ErrUnreachable; an answer from LXD, even "not found", does not.
 // The scheduler relies on this to keep a launch's registration while LXD is
 // away instead of spending a new one.
 func TestUnreachable(t *testing.T) {
@@ -78,18 +78,18 @@ func TestUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Get(ctx, lxdtest.Name(t)); !errors.Is(err, scheduler.ErrNotFound) || errors.Is(err, scheduler.ErrUnreachable) {
+	if _, err := c.Get(ctx, lxdtest.Name(t)); !errors.Is(err, fleet.ErrNotFound) || errors.Is(err, fleet.ErrUnreachable) {
 		t.Fatalf("Get of a missing instance = %v, want ErrNotFound only", err)
 	}
-	bad := scheduler.InstanceSpec{Name: lxdtest.Name(t), Image: "no-such-image-" + lxdtest.Name(t), Type: "container", JITConfig: "s3cr3t"}
-	if err := c.Create(ctx, bad); err == nil || errors.Is(err, scheduler.ErrUnreachable) {
+	bad := fleet.InstanceSpec{Name: lxdtest.Name(t), Image: "no-such-image-" + lxdtest.Name(t), Type: "container", JITConfig: "s3cr3t"}
+	if err := c.Create(ctx, bad); err == nil || errors.Is(err, fleet.ErrUnreachable) {
 		t.Fatalf("Create from a missing image = %v, want an answer from LXD", err)
 	}
 
 	r.cut()
 	name := lxdtest.Name(t)
 	lxdtest.Cleanup(t, real, name)
-	spec := scheduler.InstanceSpec{Name: name, Image: alias, Type: "container", Profiles: []string{"default"}, JITConfig: "s3cr3t"}
+	spec := fleet.InstanceSpec{Name: name, Image: alias, Type: "container", Profiles: []string{"default"}, JITConfig: "s3cr3t"}
 	for what, err := range map[string]error{
 		"Create": c.Create(ctx, spec),
 		"Delete": c.Delete(ctx, name),
@@ -97,11 +97,11 @@ func TestUnreachable(t *testing.T) {
 		"Get":    func() error { _, err := c.Get(ctx, name); return err }(),
 		"List":   func() error { _, err := c.List(ctx); return err }(),
 	} {
-		if !errors.Is(err, scheduler.ErrUnreachable) {
+		if !errors.Is(err, fleet.ErrUnreachable) {
 			t.Errorf("%s with LXD away = %v, want ErrUnreachable", what, err)
 		}
 	}
-	if _, err := real.Get(ctx, name); !errors.Is(err, scheduler.ErrNotFound) {
+	if _, err := real.Get(ctx, name); !errors.Is(err, fleet.ErrNotFound) {
 		t.Errorf("an instance was made while LXD was away: %v", err)
 	}
 }

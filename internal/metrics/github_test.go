@@ -16,11 +16,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // scrape returns the text exposition of m, as Prometheus would read it.
@@ -159,7 +159,7 @@ func TestGitHubTransportUnderTheClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	jit, err := c.GenerateJITConfig(ctx, scheduler.JITRequest{InstallationID: instID, Org: org, Name: "runner-one", Labels: []string{"self-hosted", "linux"}})
+	jit, err := c.GenerateJITConfig(ctx, fleet.JITRequest{InstallationID: instID, Org: org, Name: "runner-one", Labels: []string{"self-hosted", "linux"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestGitHubTransportUnderTheClient(t *testing.T) {
 	if err := c.RemoveRunner(ctx, instID, org, jit.RunnerID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Runner(ctx, instID, org, jit.RunnerID); !errors.Is(err, scheduler.ErrNotFound) {
+	if _, err := c.Runner(ctx, instID, org, jit.RunnerID); !errors.Is(err, fleet.ErrNotFound) {
 		t.Fatalf("Runner after removal: %v, want ErrNotFound", err)
 	}
 	if _, err := c.AppDeliveries(ctx, time.Time{}); err != nil {

@@ -5,17 +5,17 @@ import (
 	"errors"
 	"time"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // InstrumentInstances wraps inner to count and time each LXD operation and
 // to record the last success for LXDLastOK. Arguments, results and errors
-// pass through untouched, so errors.Is(err, scheduler.ErrNotFound) still
+// pass through untouched, so errors.Is(err, fleet.ErrNotFound) still
 // works. With a nil m it returns inner unchanged.
 //
-// Only the scheduler.Instances methods are wrapped: keep the concrete client
+// Only the fleet.Instances methods are wrapped: keep the concrete client
 // for anything else (e.g. a readiness ping).
-func InstrumentInstances(inner scheduler.Instances, m *Metrics) scheduler.Instances {
+func InstrumentInstances(inner fleet.Instances, m *Metrics) fleet.Instances {
 	if m == nil {
 		return inner
 	}
@@ -23,11 +23,11 @@ func InstrumentInstances(inner scheduler.Instances, m *Metrics) scheduler.Instan
 }
 
 type instances struct {
-	inner scheduler.Instances
+	inner fleet.Instances
 	m     *Metrics
 }
 
-func (i *instances) Create(ctx context.Context, spec scheduler.InstanceSpec) error {
+func (i *instances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
 	start := time.Now()
 	err := i.inner.Create(ctx, spec)
 	i.m.lxdOp(OpCreate, start, err)
@@ -41,18 +41,18 @@ func (i *instances) Delete(ctx context.Context, name string) error {
 	return err
 }
 
-func (i *instances) List(ctx context.Context) ([]scheduler.Instance, error) {
+func (i *instances) List(ctx context.Context) ([]fleet.Instance, error) {
 	start := time.Now()
 	list, err := i.inner.List(ctx)
 	i.m.lxdOp(OpList, start, err)
 	return list, err
 }
 
-func (i *instances) Get(ctx context.Context, name string) (scheduler.Instance, error) {
+func (i *instances) Get(ctx context.Context, name string) (fleet.Instance, error) {
 	start := time.Now()
 	in, err := i.inner.Get(ctx, name)
 	failed := err
-	if errors.Is(err, scheduler.ErrNotFound) {
+	if errors.Is(err, fleet.ErrNotFound) {
 		failed = nil // LXD answered: a missing instance is an answer, not a failure
 	}
 	i.m.lxdOp(OpGet, start, failed)

@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -224,11 +225,11 @@ func (m *Metrics) RunnerReady(pool string, d time.Duration) {
 
 // Teardown counts a runner torn down. reason is one of job_done, surplus,
 // registration_timeout, max_job_duration, idle_age, interrupted, reconcile.
-func (m *Metrics) Teardown(pool, reason string) {
+func (m *Metrics) Teardown(pool string, mode fleet.DeleteMode) {
 	if m == nil {
 		return
 	}
-	m.teardowns.WithLabelValues(value(pool), value(reason)).Inc()
+	m.teardowns.WithLabelValues(value(pool), value(string(mode))).Inc()
 }
 
 // ImageBuild counts one scheduled image rebuild; result is ok or error.

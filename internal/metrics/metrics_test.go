@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 )
 
@@ -140,7 +142,7 @@ func touchAll(m *metrics.Metrics) {
 	if resp, err := rt.RoundTrip(req); err == nil {
 		resp.Body.Close()
 	}
-	inst := metrics.InstrumentInstances(&fakeInstances{}, m)
+	inst := metrics.InstrumentInstances(fleettest.NewInstances(), m)
 	_, _ = inst.List(context.Background())
 }
 
@@ -195,7 +197,7 @@ func TestMethodsMoveTheirSeries(t *testing.T) {
 	m.RunnerReady("arm64", 4*time.Second)
 	want(t, g, metrics.RunnerReadySeconds, L{"pool": "arm64"}, 1)
 
-	for _, r := range []string{"job_done", "surplus", "job_done"} {
+	for _, r := range []fleet.DeleteMode{fleet.ModeJobDone, fleet.ModeSurplus, fleet.ModeJobDone} {
 		m.Teardown("linux", r)
 	}
 	want(t, g, metrics.TeardownsTotal, L{"pool": "linux", "reason": "job_done"}, 2)
@@ -398,7 +400,7 @@ func TestNilMetricsDoesNothing(t *testing.T) {
 	if rt := metrics.GitHubTransport(nil, nil); rt != http.DefaultTransport {
 		t.Errorf("GitHubTransport(nil, nil) = %T, want http.DefaultTransport", rt)
 	}
-	inner := &fakeInstances{}
+	inner := fleettest.NewInstances()
 	if got := metrics.InstrumentInstances(inner, nil); got != inner {
 		t.Errorf("InstrumentInstances(inner, nil) = %T, want inner itself", got)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // Defaults.
@@ -88,7 +88,7 @@ func (c Config) Validate() error {
 // Deliveries is the part of GitHub the Redeliverer uses.
 type Deliveries interface {
 	// AppDeliveries lists attempts delivered at or after since, newest first.
-	AppDeliveries(ctx context.Context, since time.Time) ([]ghapp.Delivery, error)
+	AppDeliveries(ctx context.Context, since time.Time) ([]fleet.AppDelivery, error)
 	Redeliver(ctx context.Context, id int64) error
 }
 
@@ -97,7 +97,12 @@ type Seen interface {
 	SeenDeliveries(ctx context.Context, guids []string) (map[string]bool, error)
 }
 
-var _ Deliveries = (*ghapp.Client)(nil)
+// rateLimited is matched by an error that says when GitHub's rate limit
+// lifts (ghapp's RateLimitError).
+type rateLimited interface {
+	error
+	RetryAfter() time.Time
+}
 
 // Result counts what one round found and did.
 type Result struct {
@@ -122,17 +127,16 @@ type Redeliverer struct {
 	cfg   Config
 	gh    Deliveries
 	seen  Seen
-	clock func() time.Time
+	clock fleet.Clock
 	log   zerolog.Logger
-	// sleep waits between Run's rounds; replaced in tests.
-	sleep func(ctx context.Context, d time.Duration) error
 
 	mu    sync.Mutex // one round at a time; guards asked
 	asked map[string]*tracked
 }
 
-// New builds a Redeliverer. clock may be nil (time.Now). It does no I/O.
-func New(cfg Config, d Deliveries, seen Seen, clock func() time.Time, log zerolog.Logger) (*Redeliverer, error) {
+// New builds a Redeliverer. clock may be nil (the wall clock). It does no
+// I/O.
+func New(cfg Config, d Deliveries, seen Seen, clock fleet.Clock, log zerolog.Logger) (*Redeliverer, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -141,12 +145,11 @@ func New(cfg Config, d Deliveries, seen Seen, clock func() time.Time, log zerolo
 		return nil, errors.New("redeliver: deliveries and seen are required")
 	}
 	if clock == nil {
-		clock = time.Now
+		clock = fleet.WallClock
 	}
 	return &Redeliverer{
 		cfg: cfg, gh: d, seen: seen, clock: clock,
 		log:   log.With().Str("component", "redeliver").Logger(),
-		sleep: sleepCtx,
 		asked: map[string]*tracked{},
 	}, nil
 }
@@ -174,7 +177,7 @@ func (r *Redeliverer) Run(ctx context.Context) error {
 				Int("skipped_seen", res.SkippedSeen).Int("waiting", res.Waiting).Int("deferred", res.Deferred).
 				Int("gave_up", res.GaveUp).Msg("redelivery round")
 		}
-		if err := r.sleep(ctx, wait); err != nil {
+		if err := fleet.Sleep(ctx, r.clock, wait); err != nil {
 			return nil
 		}
 	}
@@ -183,10 +186,10 @@ func (r *Redeliverer) Run(ctx context.Context) error {
 // backoff is the wait after the n-th failed round in a row.
 func (r *Redeliverer) backoff(err error, n int) time.Duration {
 	d := min(r.cfg.Interval<<min(n, maxBackoffSteps), max(maxBackoff, r.cfg.Interval))
-	var rl *ghapp.RateLimitError
+	var rl rateLimited
 	if errors.As(err, &rl) {
-		// RetryAt comes from GitHub's headers against the wall clock.
-		d = max(d, min(time.Until(rl.RetryAt), max(maxRateWait, r.cfg.Interval)))
+		// GitHub's headers say when, by the wall clock: not ours to fake.
+		d = max(d, min(time.Until(rl.RetryAfter()), max(maxRateWait, r.cfg.Interval)))
 	}
 	return d
 }
@@ -194,9 +197,9 @@ func (r *Redeliverer) backoff(err error, n int) time.Duration {
 // guidState gathers the listed attempts of one GUID.
 type guidState struct {
 	guid        string
-	first       ghapp.Delivery // oldest attempt: orders the work
-	newest      ghapp.Delivery // the one to redeliver
-	redelivered int            // listed attempts that were redeliveries
+	first       fleet.AppDelivery // oldest attempt: orders the work
+	newest      fleet.AppDelivery // the one to redeliver
+	redelivered int               // listed attempts that were redeliveries
 	succeeded   bool
 }
 
@@ -206,7 +209,7 @@ func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var res Result
-	now := r.clock()
+	now := r.clock.Now()
 	list, err := r.gh.AppDeliveries(ctx, now.Add(-r.cfg.Lookback))
 	if err != nil {
 		return res, fmt.Errorf("redeliver: %w", err)
@@ -315,7 +318,7 @@ func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
 		}
 		requests++
 		err := r.gh.Redeliver(ctx, g.newest.ID)
-		var rl *ghapp.RateLimitError
+		var rl rateLimited
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -357,20 +360,9 @@ func (r *Redeliverer) spacing(n int) time.Duration {
 
 // later reports whether a was delivered after b; ids break ties, since
 // GitHub's timestamps have one-second resolution.
-func later(a, b ghapp.Delivery) bool {
+func later(a, b fleet.AppDelivery) bool {
 	if !a.DeliveredAt.Equal(b.DeliveredAt) {
 		return a.DeliveredAt.After(b.DeliveredAt)
 	}
 	return a.ID > b.ID
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

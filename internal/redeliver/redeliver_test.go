@@ -21,6 +21,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake/ghfaketest"
@@ -41,7 +43,7 @@ const (
 var webhookSecret = []byte("webhook-secret")
 
 // logLines returns the JSON log lines with the given message.
-func logLines(t *testing.T, s *ghfaketest.SyncBuffer, msg string) []map[string]any {
+func logLines(t *testing.T, s *fleettest.LogBuffer, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(s.String()))
@@ -120,8 +122,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "boom", http.StatusInternalServerError)
 		return
 	}
-	_, err = rc.st.Record(r.Context(), store.Delivery{
-		DeliveryID: guid, Action: p.Action, JobID: p.WorkflowJob.ID, RunID: p.WorkflowJob.RunID,
+	_, err = rc.st.Record(r.Context(), fleet.Delivery{
+		DeliveryID: guid, Action: fleet.Action(p.Action), JobID: p.WorkflowJob.ID, RunID: p.WorkflowJob.RunID,
 		InstallationID: p.Installation.ID, Org: p.Organization.Login, Repo: p.Repository.FullName,
 		Labels: p.WorkflowJob.Labels, ReceivedAt: time.Now(),
 	})
@@ -152,16 +154,16 @@ type env struct {
 	st    *store.Store
 	rcv   *receiver
 	r     *Redeliverer
-	logs  *ghfaketest.SyncBuffer
+	logs  *fleettest.LogBuffer
 	auths *ghfaketest.AuthRecorder
-
-	mu  sync.Mutex
-	now time.Time
+	// The stand-in stamps deliveries by the wall clock: the fake one
+	// starts there and moves only when the test says.
+	clock *fleettest.Clock
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, now: time.Now(), logs: &ghfaketest.SyncBuffer{}}
+	e := &env{t: t, clock: fleettest.NewClock(time.Now()), logs: &fleettest.LogBuffer{}}
 	st, err := store.Open(context.Background(), t.TempDir(), store.Options{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
@@ -203,17 +205,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	return e
 }
 
-func (e *env) clock() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
-}
-
-func (e *env) advance(d time.Duration) {
-	e.mu.Lock()
-	e.now = e.now.Add(d)
-	e.mu.Unlock()
-}
+func (e *env) advance(d time.Duration) { e.clock.Advance(d) }
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -467,7 +459,7 @@ func TestRateLimitedListBacksOff(t *testing.T) {
 	}
 
 	// Run waits for GitHub's reset between rounds rather than its interval.
-	waits := runRounds(t, e.r, 3)
+	waits := runRounds(t, e, 3)
 	for i, w := range waits {
 		if w < 50*time.Minute {
 			t.Errorf("wait %d after a rate limit: %s", i, w)
@@ -491,7 +483,7 @@ func TestRunBacksOffOnErrors(t *testing.T) {
 		}
 		return 0, nil, false
 	})
-	waits := runRounds(t, e.r, 5)
+	waits := runRounds(t, e, 5)
 	i := DefaultInterval
 	if want := []time.Duration{2 * i, 4 * i, 8 * i, i, i}; !slices.Equal(waits, want) {
 		t.Fatalf("waits %v, want %v", waits, want)
@@ -501,25 +493,26 @@ func TestRunBacksOffOnErrors(t *testing.T) {
 	}
 }
 
-// runRounds runs r.Run for n rounds without waiting between them and
+// runRounds runs e.r.Run for n rounds, moving the clock past each wait, and
 // returns the waits it asked for.
-func runRounds(t *testing.T, r *Redeliverer, n int) []time.Duration {
+func runRounds(t *testing.T, e *env, n int) []time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.r.Run(ctx) }()
 	var waits []time.Duration
-	r.sleep = func(ctx context.Context, d time.Duration) error {
-		waits = append(waits, d)
-		if len(waits) == n {
-			cancel()
+	for range n {
+		if err := e.clock.WaitTimers(ctx, 1); err != nil {
+			t.Fatalf("Run does not wait between rounds: %v", err)
 		}
-		return ctx.Err()
+		d, _ := e.clock.NextTimer()
+		waits = append(waits, d)
+		e.clock.Advance(d)
 	}
-	if err := r.Run(ctx); err != nil {
+	cancel()
+	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
-	}
-	if len(waits) != n {
-		t.Fatalf("%d rounds, want %d", len(waits), n)
 	}
 	return waits
 }

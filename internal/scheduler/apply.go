@@ -6,38 +6,32 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
-)
-
-// Webhook actions we act on.
-const (
-	ActionQueued     = "queued"
-	ActionInProgress = "in_progress"
-	ActionCompleted  = "completed"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // apply folds one recorded delivery into the job and runner state. It runs
-// inside the scheduler's transaction and does no outside I/O. Deliveries
-// come twice, late and out of order: a job id seen before never queues
-// again, and a late event never moves a job backwards.
-func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
-	log := s.log.With().Str("delivery_id", d.DeliveryID).Int64("job_id", d.JobID).Str("action", d.Action).Logger()
+// inside the scheduler's transaction and does no outside I/O; m reports
+// once the transaction commits. Deliveries come twice, late and out of
+// order: a job id seen before never queues again, and a late event never
+// moves a job backwards.
+func (s *Scheduler) apply(tx fleet.Tx, m fleet.Metrics, d fleet.Delivery) error {
+	log := s.log.With().Str("delivery_id", d.DeliveryID).Int64("job_id", d.JobID).Str("action", string(d.Action)).Logger()
 	job, err := tx.Job(d.JobID)
 	known := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 		return err
 	}
 	if !known {
-		job = store.Job{
+		job = fleet.Job{
 			ID: d.JobID, RunID: d.RunID, InstallationID: d.InstallationID, Org: d.Org, Repo: d.Repo,
 			Labels: d.Labels, DeliveryID: d.DeliveryID, QueuedAt: d.ReceivedAt,
 		}
 	}
 
 	switch d.Action {
-	case ActionQueued:
+	case fleet.ActionQueued:
 		if known {
-			log.Info().Str("state", job.State).Msg("job already known: duplicate or late queued event, nothing to do")
+			log.Info().Str("state", string(job.State)).Msg("job already known: duplicate or late queued event, nothing to do")
 			return nil
 		}
 		if err := tx.AddEvent(job.ID, d.ReceivedAt, "queued", "delivery "+d.DeliveryID); err != nil {
@@ -45,15 +39,15 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		pool, reason := s.cfg.route(d.Labels, d.Repo, d.Public)
 		if pool == nil {
-			s.m.JobIgnored(reasonCode(reason))
-			job.State, job.Reason = store.JobIgnored, reason
+			m.JobIgnored(reasonCode(reason))
+			job.State, job.Reason = fleet.JobIgnored, reason
 			log.Info().Strs("labels", d.Labels).Str("repo", d.Repo).Str("reason", reason).Msg("job ignored")
 			if err := tx.AddEvent(job.ID, d.ReceivedAt, "ignored", reason); err != nil {
 				return err
 			}
 		} else {
-			job.State, job.Pool = store.JobQueued, pool.Name
-			s.m.JobQueued(pool.Name)
+			job.State, job.Pool = fleet.JobQueued, pool.Name
+			m.JobQueued(pool.Name)
 			log.Info().Str("pool", pool.Name).Msg("job queued")
 			if err := tx.AddEvent(job.ID, d.ReceivedAt, "accepted", "pool "+pool.Name); err != nil {
 				return err
@@ -61,40 +55,40 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 		}
 		return tx.PutJob(job)
 
-	case ActionInProgress:
-		if job.State == store.JobCompleted {
+	case fleet.ActionInProgress:
+		if job.State == fleet.JobCompleted {
 			log.Debug().Msg("in_progress after completed: ignored")
 			return nil
 		}
 		if !known {
 			job.Reason = "first seen in progress"
 		}
-		if known && job.State == store.JobQueued {
-			s.m.JobStarted(job.Pool, d.ReceivedAt.Sub(job.QueuedAt))
+		if known && job.State == fleet.JobQueued {
+			m.JobStarted(job.Pool, d.ReceivedAt.Sub(job.QueuedAt))
 		}
-		job.State, job.RunnerName, job.StartedAt = store.JobInProgress, d.RunnerName, d.ReceivedAt
+		job.State, job.RunnerName, job.StartedAt = fleet.JobInProgress, d.RunnerName, d.ReceivedAt
 		if err := tx.PutJob(job); err != nil {
 			return err
 		}
 		// The claim first, as of the webhook's arrival: it may add the
 		// runner's online step, which comes before the job's start.
-		if err := s.claim(tx, log, d.RunnerName, d.ReceivedAt); err != nil {
+		if err := s.claim(tx, m, log, d.RunnerName, d.ReceivedAt); err != nil {
 			return err
 		}
 		return tx.AddEvent(job.ID, d.ReceivedAt, "in_progress", "runner "+d.RunnerName)
 
-	case ActionCompleted:
-		if job.State == store.JobCompleted {
+	case fleet.ActionCompleted:
+		if job.State == fleet.JobCompleted {
 			log.Debug().Msg("duplicate completed: ignored")
 			return nil
 		}
 		if !known {
 			job.Reason = "first seen completed"
 		}
-		if job.State == store.JobInProgress && !job.StartedAt.IsZero() {
-			s.m.JobCompleted(job.Pool, d.Conclusion, d.ReceivedAt.Sub(job.StartedAt))
+		if job.State == fleet.JobInProgress && !job.StartedAt.IsZero() {
+			m.JobCompleted(job.Pool, d.Conclusion, d.ReceivedAt.Sub(job.StartedAt))
 		}
-		job.State, job.Conclusion, job.CompletedAt = store.JobCompleted, d.Conclusion, d.ReceivedAt
+		job.State, job.Conclusion, job.CompletedAt = fleet.JobCompleted, d.Conclusion, d.ReceivedAt
 		if d.RunnerName != "" {
 			job.RunnerName = d.RunnerName
 		}
@@ -111,17 +105,17 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 			return nil
 		}
 		r, err := tx.Runner(d.RunnerName)
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, fleet.ErrNotFound) {
 			log.Info().Str("runner", d.RunnerName).Msg("job completed on a runner that is not ours")
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if !r.Live() || (r.State == store.RunnerDeleting && r.DeleteMode != ModeSurplus && r.DeleteMode != ModeRegistration) {
+		if !r.Live() || (r.State == fleet.RunnerDeleting && !r.DeleteMode.Checked()) {
 			return nil
 		}
-		r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeJobDone, "job completed"
+		r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeJobDone, "job completed"
 		log.Info().Str("pool", r.Pool).Str("instance", r.Name).Str("conclusion", d.Conclusion).Msg("job completed: deleting its instance")
 		return tx.PutRunner(r)
 	}
@@ -130,12 +124,12 @@ func (s *Scheduler) apply(tx *store.Tx, d store.Delivery, now time.Time) error {
 
 // claim marks our runner named by an in_progress event as busy. A runner
 // being checked for teardown is claimed back: it must not be deleted.
-func (s *Scheduler) claim(tx *store.Tx, log zerolog.Logger, name string, now time.Time) error {
+func (s *Scheduler) claim(tx fleet.Tx, m fleet.Metrics, log zerolog.Logger, name string, now time.Time) error {
 	if name == "" {
 		return nil
 	}
 	r, err := tx.Runner(name)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, fleet.ErrNotFound) {
 		log.Info().Str("runner", name).Msg("job taken by a runner that is not ours")
 		return nil
 	}
@@ -143,16 +137,16 @@ func (s *Scheduler) claim(tx *store.Tx, log zerolog.Logger, name string, now tim
 		return err
 	}
 	switch {
-	case r.State == store.RunnerLaunching || r.State == store.RunnerStarted:
-	case r.State == store.RunnerDeleting && (r.DeleteMode == ModeSurplus || r.DeleteMode == ModeRegistration):
+	case r.State == fleet.RunnerLaunching || r.State == fleet.RunnerStarted:
+	case r.State == fleet.RunnerDeleting && r.DeleteMode.Checked():
 		log.Warn().Str("instance", name).Str("pool", r.Pool).Msg("runner took a job while being checked for teardown: kept")
 	default:
 		return nil
 	}
-	if _, err := s.markOnline(tx, &r, now, "took a job"); err != nil {
+	if _, err := markOnline(tx, m, &r, now, "took a job"); err != nil {
 		return err
 	}
-	r.State, r.BusyAt, r.DeleteMode, r.Reason = store.RunnerBusy, now, "", ""
+	r.State, r.BusyAt, r.DeleteMode, r.Reason = fleet.RunnerBusy, now, "", ""
 	log.Info().Str("pool", r.Pool).Str("instance", name).Msg("runner busy")
 	return tx.PutRunner(r)
 }

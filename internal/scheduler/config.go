@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -39,13 +40,26 @@ type Config struct {
 	MaxJobDuration      time.Duration
 	NamePrefix          string        // instance and runner names start with it
 	ReconcileInterval   time.Duration // how often LXD is compared with our state
-	LaunchTimeout       time.Duration // one launch: JIT config + create + start
 	MaxLaunching        int           // launches in flight at once
 	MaxBackoff          time.Duration // cap of the per-pool retry backoff
-	ShutdownGrace       time.Duration // how long workers may run on after shutdown starts
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
 	OnlineCheckInterval time.Duration // how often GitHub is asked whether started runners are online yet
+	Timeouts            Timeouts
+}
+
+// Timeouts are every bound on what the scheduler waits for, in one place.
+// Launch and ShutdownGrace are the operator's (limits.launch_timeout and
+// shutdown_grace: a slow storage pool or a long TimeoutStopSec wants them
+// changed); the rest only tests change.
+type Timeouts struct {
+	Launch        time.Duration // one launch: JIT config, create and start
+	Teardown      time.Duration // one teardown: GitHub's checks and the delete
+	ShutdownGrace time.Duration // how long workers may run on after shutdown starts
+	StateWrite    time.Duration // one state transaction outside a step
+	Cleanup       time.Duration // removing the registration of a failed launch
+	LXDRetryCap   time.Duration // longest wait between asks while LXD does not answer
+	StepCoalesce  time.Duration // how long a wake-up waits for more deliveries
 }
 
 // Defaults.
@@ -54,60 +68,59 @@ const (
 	DefaultMaxJobDuration      = 6 * time.Hour
 	DefaultNamePrefix          = "gha-"
 	DefaultReconcileInterval   = time.Minute
-	DefaultLaunchTimeout       = 5 * time.Minute
 	DefaultMaxLaunching        = 8
 	DefaultMaxBackoff          = 2 * time.Minute
-	DefaultShutdownGrace       = 15 * time.Second
 	DefaultMaxAttempts         = 3
 	DefaultMaxIdleAge          = time.Hour
 	DefaultRetention           = 7 * 24 * time.Hour
 	DefaultOnlineCheckInterval = 5 * time.Second
 )
 
+// DefaultTimeouts are the Timeouts that a zero field takes.
+var DefaultTimeouts = Timeouts{
+	Launch:        5 * time.Minute,
+	Teardown:      2 * time.Minute,
+	ShutdownGrace: 15 * time.Second,
+	StateWrite:    30 * time.Second,
+	Cleanup:       20 * time.Second,
+	LXDRetryCap:   10 * time.Second,
+	// Each step is a transaction (and an fsync) that the webhook's group
+	// commit waits behind: a burst of deliveries is better one step.
+	StepCoalesce: 10 * time.Millisecond,
+}
+
 // WithDefaults fills unset fields.
 func (c Config) WithDefaults() Config {
-	if c.RegistrationTimeout == 0 {
-		c.RegistrationTimeout = DefaultRegistrationTimeout
-	}
-	if c.MaxJobDuration == 0 {
-		c.MaxJobDuration = DefaultMaxJobDuration
-	}
-	if c.NamePrefix == "" {
-		c.NamePrefix = DefaultNamePrefix
-	}
-	if c.ReconcileInterval == 0 {
-		c.ReconcileInterval = DefaultReconcileInterval
-	}
-	if c.LaunchTimeout == 0 {
-		c.LaunchTimeout = DefaultLaunchTimeout
-	}
-	if c.MaxLaunching == 0 {
-		c.MaxLaunching = DefaultMaxLaunching
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = DefaultMaxBackoff
-	}
-	if c.Retention == 0 {
-		c.Retention = DefaultRetention
-	}
-	if c.OnlineCheckInterval == 0 {
-		c.OnlineCheckInterval = DefaultOnlineCheckInterval
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = DefaultMaxAttempts
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = DefaultShutdownGrace
-	}
+	orDefault(&c.RegistrationTimeout, DefaultRegistrationTimeout)
+	orDefault(&c.MaxJobDuration, DefaultMaxJobDuration)
+	orDefault(&c.NamePrefix, DefaultNamePrefix)
+	orDefault(&c.ReconcileInterval, DefaultReconcileInterval)
+	orDefault(&c.MaxLaunching, DefaultMaxLaunching)
+	orDefault(&c.MaxBackoff, DefaultMaxBackoff)
+	orDefault(&c.Retention, DefaultRetention)
+	orDefault(&c.OnlineCheckInterval, DefaultOnlineCheckInterval)
+	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
+	t, d := &c.Timeouts, DefaultTimeouts
+	orDefault(&t.Launch, d.Launch)
+	orDefault(&t.Teardown, d.Teardown)
+	orDefault(&t.ShutdownGrace, d.ShutdownGrace)
+	orDefault(&t.StateWrite, d.StateWrite)
+	orDefault(&t.Cleanup, d.Cleanup)
+	orDefault(&t.LXDRetryCap, d.LXDRetryCap)
+	orDefault(&t.StepCoalesce, d.StepCoalesce)
+	c.Pools = slices.Clone(c.Pools)
 	for i := range c.Pools {
-		if c.Pools[i].Type == "" {
-			c.Pools[i].Type = "container"
-		}
-		if c.Pools[i].MaxIdleAge == 0 {
-			c.Pools[i].MaxIdleAge = DefaultMaxIdleAge
-		}
+		orDefault(&c.Pools[i].Type, "container")
+		orDefault(&c.Pools[i].MaxIdleAge, DefaultMaxIdleAge)
 	}
 	return c
+}
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // Pool names become part of instance names, which LXD limits to 63
@@ -122,8 +135,17 @@ func (c Config) Validate() error {
 	if c.MaxInstances <= 0 {
 		add("limits.max_instances must be at least 1")
 	}
-	if c.RegistrationTimeout < 0 || c.MaxJobDuration < 0 || c.ReconcileInterval < 0 || c.LaunchTimeout < 0 {
-		add("limits: durations must not be negative")
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"limits.registration_timeout", c.RegistrationTimeout}, {"limits.max_job_duration", c.MaxJobDuration},
+		{"limits.launch_timeout", c.Timeouts.Launch}, {"reconcile_interval", c.ReconcileInterval},
+		{"shutdown_grace", c.Timeouts.ShutdownGrace},
+	} {
+		if d.d < 0 {
+			add("%s %s: must not be negative", d.key, d.d)
+		}
 	}
 	if c.Retention != 0 && c.Retention < 72*time.Hour {
 		add("retention %s: keep at least 72h, since GitHub may redeliver a webhook for three days", c.Retention)

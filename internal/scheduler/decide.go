@@ -3,35 +3,16 @@ package scheduler
 import (
 	"time"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
-)
-
-// Teardown modes: how much care a deletion needs.
-const (
-	// ModeJobDone: the runner's own job completed. Delete the instance; the
-	// JIT runner record is removed by GitHub.
-	ModeJobDone = "job_done"
-	// ModeSurplus: an idle runner nobody needs. Remove its GitHub record
-	// first; GitHub refuses if the runner took a job meanwhile, and then it
-	// is kept. Only after a successful removal is the instance deleted, so
-	// a runner that just picked up a job is never killed.
-	ModeSurplus = "surplus"
-	// ModeRegistration: not online or busy within the registration timeout.
-	// Ask GitHub first; an online or busy runner is kept.
-	ModeRegistration = "registration_timeout"
-	// ModeForce: the job ran past max_job_duration, or the runner is
-	// abandoned (its launch was interrupted). Delete the instance, then
-	// remove the GitHub record as far as GitHub allows.
-	ModeForce = "force"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // Snapshot is the state a decision is made from.
 type Snapshot struct {
 	Now       time.Time
-	Queued    []store.Job    // jobs waiting for a runner, oldest first
-	Runners   []store.Runner // live runners
+	Queued    []fleet.Job    // jobs waiting for a runner, oldest first
+	Runners   []fleet.Runner // live runners
 	NotBefore map[string]time.Time
-	Orgs      []store.Org // organizations that warm pools keep runners for
+	Orgs      []fleet.Org // organizations that warm pools keep runners for
 	Drained   map[string]bool
 }
 
@@ -47,7 +28,7 @@ type Launch struct {
 // Teardown asks for a runner to be deleted.
 type Teardown struct {
 	Runner string
-	Mode   string
+	Mode   fleet.DeleteMode
 	Reason string
 }
 
@@ -75,10 +56,10 @@ func Decide(cfg Config, s Snapshot) Decision {
 		total++
 		poolTotal[r.Pool]++
 		switch r.State {
-		case store.RunnerLaunching:
+		case fleet.RunnerLaunching:
 			launching++
 			unassigned[bucket{r.Pool, r.Org}]++
-		case store.RunnerStarted:
+		case fleet.RunnerStarted:
 			unassigned[bucket{r.Pool, r.Org}]++
 		}
 	}
@@ -153,27 +134,27 @@ func Decide(cfg Config, s Snapshot) Decision {
 	for i := len(s.Runners) - 1; i >= 0; i-- {
 		r := s.Runners[i]
 		b := bucket{r.Pool, r.Org}
-		if r.State != store.RunnerStarted || surplus[b] == 0 {
+		if r.State != fleet.RunnerStarted || surplus[b] == 0 {
 			continue
 		}
 		surplus[b]--
-		d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeSurplus, Reason: "surplus idle runner"})
+		d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus, Reason: "surplus idle runner"})
 	}
 
 	// Timers.
 	for _, r := range s.Runners {
 		switch {
-		case r.State == store.RunnerStarted && r.OnlineAt.IsZero() && cfg.RegistrationTimeout > 0 &&
+		case r.State == fleet.RunnerStarted && r.OnlineAt.IsZero() && cfg.RegistrationTimeout > 0 &&
 			!s.Now.Before(r.StartedAt.Add(cfg.RegistrationTimeout)) && !alreadyTorn(d, r.Name):
-			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeRegistration,
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeRegistration,
 				Reason: "runner not online within registration_timeout"})
-		case r.State == store.RunnerBusy && cfg.MaxJobDuration > 0 && !s.Now.Before(r.BusyAt.Add(cfg.MaxJobDuration)):
-			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeForce,
+		case r.State == fleet.RunnerBusy && cfg.MaxJobDuration > 0 && !s.Now.Before(r.BusyAt.Add(cfg.MaxJobDuration)):
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeForce,
 				Reason: "job ran past max_job_duration"})
-		case r.State == store.RunnerStarted && !alreadyTorn(d, r.Name) && idleTooLong(cfg, r, s.Now):
+		case r.State == fleet.RunnerStarted && !alreadyTorn(d, r.Name) && idleTooLong(cfg, r, s.Now):
 			// Recycled like a surplus runner: GitHub is asked first, so one
 			// that just took a job is kept. Its replacement comes next step.
-			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: ModeSurplus,
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus,
 				Reason: "idle longer than max_idle_age"})
 		}
 	}
@@ -189,7 +170,7 @@ func alreadyTorn(d Decision, name string) bool {
 	return false
 }
 
-func idleTooLong(cfg Config, r store.Runner, now time.Time) bool {
+func idleTooLong(cfg Config, r fleet.Runner, now time.Time) bool {
 	p := cfg.pool(r.Pool)
 	return p != nil && p.MaxIdleAge > 0 && !r.StartedAt.IsZero() && !now.Before(r.StartedAt.Add(p.MaxIdleAge))
 }

@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 )
 
 func TestLabelsCover(t *testing.T) {
@@ -104,21 +105,21 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+var t0 = fleettest.T0
 
-func queuedJobs(pool string, n int) []store.Job {
-	var out []store.Job
+func queuedJobs(pool string, n int) []fleet.Job {
+	var out []fleet.Job
 	for i := 0; i < n; i++ {
-		out = append(out, store.Job{ID: int64(100 + i), Pool: pool, Org: "acme", InstallationID: 1, State: store.JobQueued,
+		out = append(out, fleet.Job{ID: int64(100 + i), Pool: pool, Org: "acme", InstallationID: 1, State: fleet.JobQueued,
 			QueuedAt: t0.Add(time.Duration(i) * time.Second)})
 	}
 	return out
 }
 
-func runners(pool, state string, n int) []store.Runner {
-	var out []store.Runner
+func runners(pool string, state fleet.RunnerState, n int) []fleet.Runner {
+	var out []fleet.Runner
 	for i := 0; i < n; i++ {
-		out = append(out, store.Runner{Name: fmt.Sprintf("%s-%s-%d", pool, state, i), Pool: pool, Org: "acme", State: state,
+		out = append(out, fleet.Runner{Name: fmt.Sprintf("%s-%s-%d", pool, state, i), Pool: pool, Org: "acme", State: state,
 			CreatedAt: t0, StartedAt: t0, BusyAt: t0})
 	}
 	return out
@@ -138,39 +139,39 @@ func TestDecide(t *testing.T) {
 		name      string
 		snap      Snapshot
 		launches  int
-		teardowns map[string]int // mode -> count
+		teardowns map[fleet.DeleteMode]int // mode -> count
 	}{
 		{"idle: nothing", Snapshot{Now: t0}, 0, nil},
 		{"one queued, no runner: launch", Snapshot{Now: t0, Queued: queuedJobs("linux", 1)}, 1, nil},
 		{"queued job covered by a launching runner", Snapshot{Now: t0, Queued: queuedJobs("linux", 1),
-			Runners: runners("linux", store.RunnerLaunching, 1)}, 0, nil},
+			Runners: runners("linux", fleet.RunnerLaunching, 1)}, 0, nil},
 		{"queued job covered by a started runner", Snapshot{Now: t0, Queued: queuedJobs("linux", 2),
-			Runners: runners("linux", store.RunnerStarted, 2)}, 0, nil},
+			Runners: runners("linux", fleet.RunnerStarted, 2)}, 0, nil},
 		{"busy runners do not cover queued jobs", Snapshot{Now: t0, Queued: queuedJobs("linux", 2),
-			Runners: runners("linux", store.RunnerBusy, 2)}, 2, nil},
+			Runners: runners("linux", fleet.RunnerBusy, 2)}, 2, nil},
 		{"global limit caps launches", Snapshot{Now: t0, Queued: queuedJobs("linux", 10)}, 4, nil},
 		{"global limit counts busy and deleting", Snapshot{Now: t0, Queued: queuedJobs("linux", 10),
-			Runners: cat(runners("linux", store.RunnerBusy, 2), runners("linux", store.RunnerDeleting, 1))}, 1, nil},
+			Runners: cat(runners("linux", fleet.RunnerBusy, 2), runners("linux", fleet.RunnerDeleting, 1))}, 1, nil},
 		{"pool limit", Snapshot{Now: t0, Queued: queuedJobs("gpu", 3)}, 1, nil},
 		{"pool at its limit does not block another pool", Snapshot{Now: t0,
 			Queued:  cat(queuedJobs("gpu", 2), queuedJobs("linux", 1)),
-			Runners: runners("gpu", store.RunnerBusy, 1)}, 1, nil},
+			Runners: runners("gpu", fleet.RunnerBusy, 1)}, 1, nil},
 		{"backoff holds a pool", Snapshot{Now: t0, Queued: queuedJobs("linux", 2),
 			NotBefore: map[string]time.Time{"linux": t0.Add(time.Second)}}, 0, nil},
 		{"backoff over", Snapshot{Now: t0.Add(time.Second), Queued: queuedJobs("linux", 2),
 			NotBefore: map[string]time.Time{"linux": t0.Add(time.Second)}}, 2, nil},
 		{"surplus started runner torn down", Snapshot{Now: t0, Queued: queuedJobs("linux", 1),
-			Runners: runners("linux", store.RunnerStarted, 3)}, 0, map[string]int{ModeSurplus: 2}},
+			Runners: runners("linux", fleet.RunnerStarted, 3)}, 0, map[fleet.DeleteMode]int{fleet.ModeSurplus: 2}},
 		{"launching runners are never surplus candidates", Snapshot{Now: t0,
-			Runners: runners("linux", store.RunnerLaunching, 2)}, 0, nil},
+			Runners: runners("linux", fleet.RunnerLaunching, 2)}, 0, nil},
 		{"registration timeout", Snapshot{Now: t0.Add(DefaultRegistrationTimeout), Queued: queuedJobs("linux", 1),
-			Runners: runners("linux", store.RunnerStarted, 1)}, 0, map[string]int{ModeRegistration: 1}},
+			Runners: runners("linux", fleet.RunnerStarted, 1)}, 0, map[fleet.DeleteMode]int{fleet.ModeRegistration: 1}},
 		{"registration timer not yet", Snapshot{Now: t0.Add(DefaultRegistrationTimeout - time.Second), Queued: queuedJobs("linux", 1),
-			Runners: runners("linux", store.RunnerStarted, 1)}, 0, nil},
+			Runners: runners("linux", fleet.RunnerStarted, 1)}, 0, nil},
 		{"max job duration", Snapshot{Now: t0.Add(DefaultMaxJobDuration),
-			Runners: runners("linux", store.RunnerBusy, 1)}, 0, map[string]int{ModeForce: 1}},
+			Runners: runners("linux", fleet.RunnerBusy, 1)}, 0, map[fleet.DeleteMode]int{fleet.ModeForce: 1}},
 		{"busy runner under the limit is kept", Snapshot{Now: t0.Add(DefaultMaxJobDuration - time.Minute),
-			Runners: runners("linux", store.RunnerBusy, 1)}, 0, nil},
+			Runners: runners("linux", fleet.RunnerBusy, 1)}, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,7 +179,7 @@ func TestDecide(t *testing.T) {
 			if len(d.Launches) != tt.launches {
 				t.Errorf("launches = %d, want %d: %+v", len(d.Launches), tt.launches, d.Launches)
 			}
-			got := map[string]int{}
+			got := map[fleet.DeleteMode]int{}
 			for _, td := range d.Teardowns {
 				got[td.Mode]++
 			}
@@ -189,9 +190,9 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func orEmpty(m map[string]int) map[string]int {
+func orEmpty(m map[fleet.DeleteMode]int) map[fleet.DeleteMode]int {
 	if m == nil {
-		return map[string]int{}
+		return map[fleet.DeleteMode]int{}
 	}
 	return m
 }
@@ -199,9 +200,9 @@ func orEmpty(m map[string]int) map[string]int {
 func TestDecideFIFOAcrossPools(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxInstances = 1
-	older := store.Job{ID: 1, Pool: "gpu", Org: "acme", QueuedAt: t0}
-	newer := store.Job{ID: 2, Pool: "linux", Org: "acme", QueuedAt: t0.Add(time.Second)}
-	d := Decide(cfg, Snapshot{Now: t0, Queued: []store.Job{older, newer}})
+	older := fleet.Job{ID: 1, Pool: "gpu", Org: "acme", QueuedAt: t0}
+	newer := fleet.Job{ID: 2, Pool: "linux", Org: "acme", QueuedAt: t0.Add(time.Second)}
+	d := Decide(cfg, Snapshot{Now: t0, Queued: []fleet.Job{older, newer}})
 	if len(d.Launches) != 1 || d.Launches[0].JobID != 1 || d.Launches[0].Pool != "gpu" {
 		t.Fatalf("want the oldest job launched first, got %+v", d.Launches)
 	}
@@ -210,8 +211,8 @@ func TestDecideFIFOAcrossPools(t *testing.T) {
 func TestDecidePerOrg(t *testing.T) {
 	// A runner registered in one organization cannot take another's job.
 	cfg := testConfig()
-	jobs := []store.Job{{ID: 1, Pool: "linux", Org: "other", QueuedAt: t0}}
-	d := Decide(cfg, Snapshot{Now: t0, Queued: jobs, Runners: runners("linux", store.RunnerStarted, 1)})
+	jobs := []fleet.Job{{ID: 1, Pool: "linux", Org: "other", QueuedAt: t0}}
+	d := Decide(cfg, Snapshot{Now: t0, Queued: jobs, Runners: runners("linux", fleet.RunnerStarted, 1)})
 	if len(d.Launches) != 1 || d.Launches[0].Org != "other" {
 		t.Fatalf("launches = %+v, want one for org other", d.Launches)
 	}
@@ -223,24 +224,24 @@ func TestDecidePerOrg(t *testing.T) {
 func TestDecideWarmPool(t *testing.T) {
 	cfg := testConfig()
 	cfg.Pools[0].MinIdle = 2
-	acme := []store.Org{{InstallationID: 1, Login: "acme"}}
+	acme := []fleet.Org{{InstallationID: 1, Login: "acme"}}
 	tests := []struct {
 		name      string
 		snap      Snapshot
 		launches  int
-		teardowns map[string]int
+		teardowns map[fleet.DeleteMode]int
 	}{
 		{"no org known yet: nothing to warm", Snapshot{Now: t0}, 0, nil},
 		{"empty pool fills to min_idle", Snapshot{Now: t0, Orgs: acme}, 2, nil},
 		{"queued jobs come on top of min_idle", Snapshot{Now: t0, Orgs: acme, Queued: queuedJobs("linux", 1)}, 3, nil},
-		{"warm runners at rest: nothing", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerStarted, 2)}, 0, nil},
+		{"warm runners at rest: nothing", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", fleet.RunnerStarted, 2)}, 0, nil},
 		{"one taken by a job: refill", Snapshot{Now: t0, Orgs: acme,
-			Runners: cat(runners("linux", store.RunnerStarted, 1), runners("linux", store.RunnerBusy, 1))}, 1, nil},
-		{"limits cap the warm pool", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerBusy, 3)}, 1, nil},
-		{"above min_idle: surplus", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", store.RunnerStarted, 3)},
-			0, map[string]int{ModeSurplus: 1}},
+			Runners: cat(runners("linux", fleet.RunnerStarted, 1), runners("linux", fleet.RunnerBusy, 1))}, 1, nil},
+		{"limits cap the warm pool", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", fleet.RunnerBusy, 3)}, 1, nil},
+		{"above min_idle: surplus", Snapshot{Now: t0, Orgs: acme, Runners: runners("linux", fleet.RunnerStarted, 3)},
+			0, map[fleet.DeleteMode]int{fleet.ModeSurplus: 1}},
 		{"idle past max_idle_age: recycled", Snapshot{Now: t0.Add(DefaultMaxIdleAge), Orgs: acme,
-			Runners: onlineRunners("linux", 2)}, 0, map[string]int{ModeSurplus: 2}},
+			Runners: onlineRunners("linux", 2)}, 0, map[fleet.DeleteMode]int{fleet.ModeSurplus: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,7 +249,7 @@ func TestDecideWarmPool(t *testing.T) {
 			if len(d.Launches) != tt.launches {
 				t.Errorf("launches = %d, want %d", len(d.Launches), tt.launches)
 			}
-			got := map[string]int{}
+			got := map[fleet.DeleteMode]int{}
 			for _, td := range d.Teardowns {
 				got[td.Mode]++
 			}
@@ -259,8 +260,8 @@ func TestDecideWarmPool(t *testing.T) {
 	}
 }
 
-func onlineRunners(pool string, n int) []store.Runner {
-	rs := runners(pool, store.RunnerStarted, n)
+func onlineRunners(pool string, n int) []fleet.Runner {
+	rs := runners(pool, fleet.RunnerStarted, n)
 	for i := range rs {
 		rs[i].OnlineAt = t0
 	}
@@ -270,8 +271,8 @@ func onlineRunners(pool string, n int) []store.Runner {
 func TestDecideDrainedPool(t *testing.T) {
 	cfg := testConfig()
 	cfg.Pools[0].MinIdle = 1
-	d := Decide(cfg, Snapshot{Now: t0, Queued: queuedJobs("linux", 2), Orgs: []store.Org{{InstallationID: 1, Login: "acme"}},
-		Drained: map[string]bool{"linux": true}, Runners: runners("linux", store.RunnerBusy, 1)})
+	d := Decide(cfg, Snapshot{Now: t0, Queued: queuedJobs("linux", 2), Orgs: []fleet.Org{{InstallationID: 1, Login: "acme"}},
+		Drained: map[string]bool{"linux": true}, Runners: runners("linux", fleet.RunnerBusy, 1)})
 	if len(d.Launches) != 0 || len(d.Teardowns) != 0 {
 		t.Fatalf("a drained pool launched or tore down: %+v", d)
 	}

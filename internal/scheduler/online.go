@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // maxOnlineChecks caps the GitHub reads of one online check, so that a
@@ -17,16 +17,13 @@ const maxOnlineChecks = 20
 // lists it online or busy, or it took a job. It sets r.OnlineAt, observes
 // the readiness histogram and adds a timeline step, once per runner; the
 // caller writes r. It reports whether this was the first sign.
-func (s *Scheduler) markOnline(tx *store.Tx, r *store.Runner, now time.Time, how string) (bool, error) {
+func markOnline(tx fleet.Tx, m fleet.Metrics, r *fleet.Runner, now time.Time, how string) (bool, error) {
 	if !r.OnlineAt.IsZero() {
 		return false, nil
 	}
 	r.OnlineAt = now
-	s.m.RunnerReady(r.Pool, now.Sub(r.CreatedAt))
-	if r.JobID == 0 { // a warm pool's runner has no job to tell
-		return true, nil
-	}
-	return true, tx.AddEvent(r.JobID, now, "runner_online", r.Name+": "+how)
+	m.RunnerReady(r.Pool, now.Sub(r.CreatedAt))
+	return true, tx.AddEvent(r.JobID, now, "runner_online", r.Name+": "+how) // none for a warm runner (job 0)
 }
 
 // checkOnline asks GitHub about started runners not yet seen online. GitHub
@@ -35,11 +32,11 @@ func (s *Scheduler) markOnline(tx *store.Tx, r *store.Runner, now time.Time, how
 // takes a job. One read per runner, the longest waiting first, at most
 // maxOnlineChecks a round; Run calls it every OnlineCheckInterval.
 func (s *Scheduler) checkOnline(ctx context.Context) {
-	var pending []store.Runner
-	err := s.st.View(ctx, func(tx *store.Tx) error {
+	var pending []fleet.Runner
+	err := s.st.View(ctx, func(tx fleet.Tx) error {
 		live, err := tx.LiveRunners()
 		for _, r := range live {
-			if r.State == store.RunnerStarted && r.OnlineAt.IsZero() && r.RunnerID != 0 {
+			if r.State == fleet.RunnerStarted && r.OnlineAt.IsZero() && r.RunnerID != 0 {
 				pending = append(pending, r)
 			}
 		}
@@ -49,11 +46,11 @@ func (s *Scheduler) checkOnline(ctx context.Context) {
 		s.log.Warn().Err(err).Msg("online check: read state")
 		return
 	}
-	slices.SortFunc(pending, func(a, b store.Runner) int { return a.StartedAt.Compare(b.StartedAt) })
+	slices.SortFunc(pending, func(a, b fleet.Runner) int { return a.StartedAt.Compare(b.StartedAt) })
 	for _, r := range pending[:min(len(pending), maxOnlineChecks)] {
 		st, err := s.gh.Runner(ctx, r.InstallationID, r.Org, r.RunnerID)
 		if err != nil {
-			if !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+			if !errors.Is(err, fleet.ErrNotFound) && ctx.Err() == nil {
 				s.log.Debug().Err(err).Str("instance", r.Name).Msg("online check: GitHub did not say; next round")
 			}
 			continue
@@ -61,12 +58,12 @@ func (s *Scheduler) checkOnline(ctx context.Context) {
 		if !st.Online && !st.Busy {
 			continue
 		}
-		err = s.st.Update(ctx, func(tx *store.Tx) error {
+		err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
 			x, err := tx.Runner(r.Name)
-			if err != nil || (x.State != store.RunnerStarted && x.State != store.RunnerBusy) {
+			if err != nil || (x.State != fleet.RunnerStarted && x.State != fleet.RunnerBusy) {
 				return err
 			}
-			if first, err := s.markOnline(tx, &x, s.clock.Now(), "online at GitHub"); !first || err != nil {
+			if first, err := markOnline(tx, m, &x, s.clock.Now(), "online at GitHub"); !first || err != nil {
 				return err
 			}
 			return tx.PutRunner(x)

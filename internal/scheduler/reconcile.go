@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // Reconcile brings our state and LXD into line. It runs at start (when
@@ -18,7 +18,8 @@ import (
 //   - an instance carrying our keys that no live runner row owns is deleted.
 //
 // Instances without our keys are never touched (List returns only managed
-// ones), nor are those of another deployment: KeyOwner must be our prefix.
+// ones), nor are those of another deployment: their owner label must be
+// our prefix.
 //
 // It must not run concurrently with Step (Run calls both from one
 // goroutine): a runner row that Step has just written but not yet handed
@@ -26,16 +27,16 @@ import (
 func (s *Scheduler) Reconcile(ctx context.Context) error {
 	// Runners with a worker before the listing may change under it; so may
 	// those with a worker when the state is read. Both are left alone.
-	busyWorkers := s.workers(nil)
+	busyWorkers := s.running(nil)
 	insts, err := s.lxd.List(ctx)
 	if err != nil {
 		s.m.ReconcileError()
 		return fmt.Errorf("reconcile: list instances: %w", err)
 	}
-	exists := make(map[string]Instance, len(insts))
+	exists := make(map[string]fleet.Instance, len(insts))
 	mine := insts[:0:0]
 	for _, in := range insts {
-		if in.Owner != s.cfg.NamePrefix {
+		if in.Labels.Owner != s.cfg.NamePrefix {
 			continue
 		}
 		exists[in.Name] = in
@@ -43,47 +44,48 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	}
 	insts = mine
 	owned := map[string]bool{}
-	var orgs []store.Org
-	err = s.st.Update(ctx, func(tx *store.Tx) error {
+	var orgs []fleet.Org
+	err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
+		clear(owned)
 		live, err := tx.LiveRunners()
 		if err != nil {
 			return err
 		}
-		if orgs, err = tx.Orgs(); err != nil {
+		if orgs, err = tx.RunnerOrgs(); err != nil {
 			return err
 		}
-		s.workers(busyWorkers)
+		s.running(busyWorkers)
 		for _, r := range live {
 			owned[r.Name] = true
 			if busyWorkers[r.Name] {
 				continue
 			}
 			in, ok := exists[r.Name]
-			running := ok && in.Status == "Running"
+			running := ok && in.Running()
 			switch r.State {
-			case store.RunnerLaunching:
+			case fleet.RunnerLaunching:
 				if running {
 					// Cut short after LXD took the start: the runner may have
 					// registered and even taken a job. Adopt it; the
 					// registration timer replaces it if it never comes online.
-					r.State, r.StartedAt = store.RunnerStarted, s.clock.Now()
+					r.State, r.StartedAt = fleet.RunnerStarted, s.clock.Now()
 					s.log.Info().Str("pool", r.Pool).Str("instance", r.Name).Msg("reconcile: adopting a runner whose launch was interrupted")
 					if err := tx.PutRunner(r); err != nil {
 						return err
 					}
 					continue
 				}
-				r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeForce, "launch interrupted"
-			case store.RunnerStarted, store.RunnerBusy:
+				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "launch interrupted"
+			case fleet.RunnerStarted, fleet.RunnerBusy:
 				if running {
 					continue
 				}
-				r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeForce, "instance gone or stopped"
+				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "instance gone or stopped"
 			default:
 				continue
 			}
 			s.log.Info().Str("pool", r.Pool).Str("instance", r.Name).Str("reason", r.Reason).Msg("reconcile: tearing down")
-			s.m.ReconcileAction("teardown_runner")
+			m.ReconcileAction("teardown_runner")
 			if err := tx.PutRunner(r); err != nil {
 				return err
 			}
@@ -99,28 +101,24 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		}
 		// The state may have been lost or restored: an instance it does not
 		// know can still hold a runner that is running a job. Ask GitHub.
-		if in.RunnerID != 0 && in.Org != "" && in.InstallID != 0 {
-			st, err := s.gh.Runner(ctx, in.InstallID, in.Org, in.RunnerID)
-			if err != nil && !errors.Is(err, ErrNotFound) {
+		if l := in.Labels; l.RunnerID != 0 && l.Org != "" && l.InstallationID != 0 {
+			st, err := s.gh.Runner(ctx, l.InstallationID, l.Org, l.RunnerID)
+			if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 				s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: cannot check an unknown instance's runner; left for the next round")
 				continue
 			}
 			if err == nil && st.Busy {
-				s.log.Info().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: unknown instance's runner is busy; left alone")
+				s.log.Info().Str("instance", in.Name).Str("pool", in.Labels.Pool).Msg("reconcile: unknown instance's runner is busy; left alone")
 				continue
 			}
 		}
-		s.log.Warn().Str("instance", in.Name).Str("pool", in.Pool).Msg("reconcile: deleting our instance that no live runner owns")
+		s.log.Warn().Str("instance", in.Name).Str("pool", in.Labels.Pool).Msg("reconcile: deleting our instance that no live runner owns")
 		s.m.ReconcileAction("delete_orphan_instance")
 		if err := s.lxd.Delete(ctx, in.Name); err != nil {
 			s.log.Warn().Err(err).Str("instance", in.Name).Msg("reconcile: delete failed; will retry")
 		}
 	}
-	if n, err := s.st.Prune(ctx, s.clock.Now().Add(-s.cfg.Retention)); err != nil {
-		s.log.Warn().Err(err).Msg("reconcile: prune old state")
-	} else if n > 0 {
-		s.log.Info().Int64("rows", n).Msg("reconcile: pruned state past retention")
-	}
+	s.prune(ctx)
 	var errs []error
 	offline := map[string]bool{}
 	for _, o := range orgs {
@@ -140,11 +138,27 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	return nil
 }
 
+// prune drops the state past its retention; a failure waits for the next
+// round.
+func (s *Scheduler) prune(ctx context.Context) {
+	var n int64
+	err := s.st.Update(ctx, func(tx fleet.Tx) (err error) {
+		n, err = tx.Prune(s.clock.Now().Add(-s.cfg.Retention))
+		return err
+	})
+	switch {
+	case err != nil:
+		s.log.Warn().Err(err).Msg("reconcile: prune old state")
+	case n > 0:
+		s.log.Info().Int64("rows", n).Msg("reconcile: pruned state past retention")
+	}
+}
+
 // reconcileRecords removes the organization's runner records that carry our
 // prefix, are offline and idle, and belong to no live runner: what is left
 // when a launch failed half way, or a runner's instance died. The offline,
 // idle records of live runners are added to offline.
-func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, busyWorkers, offline map[string]bool) error {
+func (s *Scheduler) reconcileRecords(ctx context.Context, o fleet.Org, owned, busyWorkers, offline map[string]bool) error {
 	records, err := s.gh.ListRunners(ctx, o.InstallationID, o.Login)
 	if err != nil {
 		return fmt.Errorf("reconcile: list runners of %s: %w", o.Login, err)
@@ -159,7 +173,7 @@ func (s *Scheduler) reconcileRecords(ctx context.Context, o store.Org, owned, bu
 		}
 		s.log.Info().Str("org", o.Login).Str("runner", r.Name).Int64("runner_id", r.ID).Msg("reconcile: removing offline runner record with no instance")
 		s.m.ReconcileAction("remove_runner_record")
-		if err := s.gh.RemoveRunner(ctx, o.InstallationID, o.Login, r.ID); err != nil && !errors.Is(err, ErrRunnerBusy) {
+		if err := s.gh.RemoveRunner(ctx, o.InstallationID, o.Login, r.ID); err != nil && !errors.Is(err, fleet.ErrRunnerBusy) {
 			s.log.Warn().Err(err).Str("runner", r.Name).Msg("reconcile: remove runner record failed; will retry")
 		}
 	}
@@ -177,40 +191,26 @@ func (s *Scheduler) retireOffline(ctx context.Context, offline map[string]bool) 
 	if len(offline) == 0 {
 		return nil
 	}
-	busyWorkers := s.workers(nil)
-	return s.st.Update(ctx, func(tx *store.Tx) error {
+	busyWorkers := s.running(nil)
+	return s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
 		for name := range offline {
 			r, err := tx.Runner(name)
 			if err != nil {
 				return fmt.Errorf("reconcile: %w", err)
 			}
-			if r.State != store.RunnerStarted || r.OnlineAt.IsZero() || busyWorkers[name] {
+			if r.State != fleet.RunnerStarted || r.OnlineAt.IsZero() || busyWorkers[name] {
 				continue
 			}
-			r.State, r.DeleteMode, r.Reason = store.RunnerDeleting, ModeSurplus, "runner went offline at GitHub"
+			r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeSurplus, "runner went offline at GitHub"
 			s.log.Warn().Str("pool", r.Pool).Str("instance", r.Name).Msg("reconcile: idle runner went offline at GitHub; replacing it")
-			s.m.ReconcileAction("retire_offline_runner")
+			m.ReconcileAction("retire_offline_runner")
 			if err := tx.PutRunner(r); err != nil {
 				return err
 			}
-			if err := tx.AddEvent(s.jobOf(tx, r), s.clock.Now(), "teardown", r.Name+": "+r.Reason); err != nil {
+			if err := tx.AddEvent(jobOf(tx, r), s.clock.Now(), "teardown", r.Name+": "+r.Reason); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-}
-
-// workers adds the names of runners with a worker in flight to into (a new
-// map when nil) and returns it.
-func (s *Scheduler) workers(into map[string]bool) map[string]bool {
-	if into == nil {
-		into = map[string]bool{}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k := range s.inflight {
-		into[k] = true
-	}
-	return into
 }

@@ -6,31 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// Delivery is the part of an accepted workflow_job delivery that the
-// scheduler needs. Only these fields are stored, not the whole body.
-type Delivery struct {
-	Seq            int64 // assigned by the store, in arrival order
-	DeliveryID     string
-	Action         string // queued | in_progress | completed
-	JobID          int64
-	RunID          int64
-	InstallationID int64
-	Org            string
-	Repo           string // owner/name
-	Public         bool
-	Labels         []string
-	RunnerName     string
-	Conclusion     string
-	ReceivedAt     time.Time
-}
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
 
 // ErrClosed is returned by Record once the store is closing.
 var ErrClosed = errors.New("store closed")
 
 type writeReq struct {
-	d    Delivery
+	d    fleet.Delivery
 	done chan writeRes
 }
 
@@ -43,7 +27,7 @@ type writeRes struct {
 // for a delivery id seen before). It returns only after the commit, so an
 // answered webhook survives kill -9. Concurrent calls share transactions
 // (group commit): one fsync covers a whole batch.
-func (s *Store) Record(ctx context.Context, d Delivery) (fresh bool, err error) {
+func (s *Store) Record(ctx context.Context, d fleet.Delivery) (fresh bool, err error) {
 	req := writeReq{d: d, done: make(chan writeRes, 1)}
 	select {
 	case s.writes <- req:
@@ -134,15 +118,15 @@ func (s *Store) commit(batch []writeReq) {
 }
 
 // PendingDeliveries returns up to limit deliveries not yet applied, oldest first.
-func (t *Tx) PendingDeliveries(limit int) ([]Delivery, error) {
+func (t *Tx) PendingDeliveries(limit int) ([]fleet.Delivery, error) {
 	rows, err := t.query(qPendingDeliveries, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending deliveries: %w", err)
 	}
 	defer rows.Close()
-	var out []Delivery
+	var out []fleet.Delivery
 	for rows.Next() {
-		var d Delivery
+		var d fleet.Delivery
 		var labels string
 		var received int64
 		if err := rows.Scan(&d.Seq, &d.DeliveryID, &d.Action, &d.JobID, &d.RunID, &d.InstallationID,

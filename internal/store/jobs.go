@@ -4,69 +4,41 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
-)
 
-// Job states.
-const (
-	JobQueued     = "queued"
-	JobIgnored    = "ignored"
-	JobInProgress = "in_progress"
-	JobCompleted  = "completed"
-	JobAbandoned  = "abandoned" // no runner came online for it, try after try
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
-
-// Job is what we know and decided about one GitHub job.
-type Job struct {
-	ID             int64
-	RunID          int64
-	InstallationID int64
-	Org            string
-	Repo           string
-	Labels         []string
-	Pool           string // empty when ignored
-	State          string
-	Reason         string // why it was ignored
-	RunnerName     string
-	Conclusion     string
-	DeliveryID     string // the delivery that first told us about it
-	Attempts       int    // runners launched for it that never came online
-	QueuedAt       time.Time
-	StartedAt      time.Time
-	CompletedAt    time.Time
-}
 
 const jobColumns = `id, run_id, installation_id, org, repo, labels, pool, state, reason,
 	runner_name, conclusion, delivery_id, queued_at, started_at, completed_at, attempts`
 
-func scanJob(row scanner) (Job, error) {
-	var j Job
+func scanJob(row scanner) (fleet.Job, error) {
+	var j fleet.Job
 	var labels string
 	var queued, started, completed int64
 	err := row.Scan(&j.ID, &j.RunID, &j.InstallationID, &j.Org, &j.Repo, &labels, &j.Pool, &j.State,
 		&j.Reason, &j.RunnerName, &j.Conclusion, &j.DeliveryID, &queued, &started, &completed, &j.Attempts)
 	if err != nil {
-		return Job{}, err
+		return fleet.Job{}, err
 	}
 	j.Labels = decodeLabels(labels)
 	j.QueuedAt, j.StartedAt, j.CompletedAt = fromMS(queued), fromMS(started), fromMS(completed)
 	return j, nil
 }
 
-// Job returns the job with the given id, or ErrNotFound.
-func (t *Tx) Job(id int64) (Job, error) {
+// Job returns the job with the given id, or an error matching fleet.ErrNotFound.
+func (t *Tx) Job(id int64) (fleet.Job, error) {
 	j, err := scanJob(t.queryRow(qJobByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, ErrNotFound
+		return fleet.Job{}, fmt.Errorf("job %d: %w", id, fleet.ErrNotFound)
 	}
 	if err != nil {
-		return Job{}, fmt.Errorf("job %d: %w", id, err)
+		return fleet.Job{}, fmt.Errorf("job %d: %w", id, err)
 	}
 	return j, nil
 }
 
 // PutJob inserts or replaces a job.
-func (t *Tx) PutJob(j Job) error {
+func (t *Tx) PutJob(j fleet.Job) error {
 	_, err := t.exec(qPutJob,
 		j.ID, j.RunID, j.InstallationID, j.Org, j.Repo, encodeLabels(j.Labels), j.Pool, j.State, j.Reason,
 		j.RunnerName, j.Conclusion, j.DeliveryID, ms(j.QueuedAt), ms(j.StartedAt), ms(j.CompletedAt), j.Attempts)
@@ -77,13 +49,47 @@ func (t *Tx) PutJob(j Job) error {
 }
 
 // QueuedJobs returns the jobs waiting for a runner, oldest first (FIFO).
-func (t *Tx) QueuedJobs() ([]Job, error) {
-	return t.jobs(qQueuedJobs, JobQueued)
+func (t *Tx) QueuedJobs() ([]fleet.Job, error) {
+	return t.jobs(qQueuedJobs, fleet.JobQueued)
 }
 
-func (t *Tx) jobs(query string, args ...any) ([]Job, error) {
+// Jobs lists jobs newest first, filtered by pool and state when set.
+func (t *Tx) Jobs(f fleet.JobFilter) ([]fleet.Job, error) {
+	return t.jobs(`SELECT `+jobColumns+` FROM jobs
+		WHERE (? = '' OR pool = ?) AND (? = '' OR state = ?)
+		ORDER BY queued_at DESC, id DESC LIMIT ?`, f.Pool, f.Pool, f.State, f.State, limit(f.Limit))
+}
+
+// JobByRunner returns the latest job that ran on the named runner, or an
+// error matching fleet.ErrNotFound.
+func (t *Tx) JobByRunner(name string) (fleet.Job, error) {
+	jobs, err := t.jobs(`SELECT `+jobColumns+` FROM jobs WHERE runner_name = ? ORDER BY id DESC LIMIT 1`, name)
+	if err != nil {
+		return fleet.Job{}, err
+	}
+	if len(jobs) == 0 {
+		return fleet.Job{}, fmt.Errorf("job of runner %s: %w", name, fleet.ErrNotFound)
+	}
+	return jobs[0], nil
+}
+
+func (t *Tx) jobs(query string, args ...any) ([]fleet.Job, error) {
 	rows, err := t.query(query, args...)
 	return collect("list jobs", rows, err, scanJob)
+}
+
+// JobOrgs returns the organizations whose jobs were routed to a pool.
+func (t *Tx) JobOrgs() ([]fleet.Org, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
+	return collect("job orgs", rows, err, scanOrg)
+}
+
+// limit turns "no limit" (0 or less) into SQLite's.
+func limit(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 const (
@@ -95,9 +101,3 @@ const (
 			started_at = excluded.started_at, completed_at = excluded.completed_at, attempts = excluded.attempts`
 	qQueuedJobs = `SELECT ` + jobColumns + ` FROM jobs WHERE state = ? ORDER BY queued_at, id`
 )
-
-// JobOrgs returns the organizations whose jobs were routed to a pool.
-func (t *Tx) JobOrgs() ([]Org, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
-	return collect("job orgs", rows, err, scanOrg)
-}

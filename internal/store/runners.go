@@ -1,81 +1,44 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
-
-// Runner states. launching, started, busy and deleting are live: the
-// instance may exist and counts against the limits.
-const (
-	RunnerLaunching = "launching" // name chosen; JIT config and instance being made
-	RunnerStarted   = "started"   // instance started; runner not known to have a job
-	RunnerBusy      = "busy"      // an in_progress event named it
-	RunnerDeleting  = "deleting"  // teardown decided; instance may still exist
-	RunnerDeleted   = "deleted"
-	RunnerFailed    = "failed" // launch failed and was cleaned up
-)
-
-// Runner is one runner instance we decided to launch.
-type Runner struct {
-	Name           string
-	Pool           string
-	InstallationID int64
-	Org            string
-	JobID          int64 // the queued job that caused the launch; not a binding
-	RunnerID       int64 // GitHub's runner id, once the JIT config exists
-	State          string
-	Reason         string // why it was deleted or failed
-	DeleteMode     string // how to tear it down; see the scheduler
-	CreatedAt      time.Time
-	StartedAt      time.Time
-	OnlineAt       time.Time
-	BusyAt         time.Time
-	EndedAt        time.Time
-}
-
-// Live reports whether the runner's instance may exist.
-func (r Runner) Live() bool {
-	switch r.State {
-	case RunnerLaunching, RunnerStarted, RunnerBusy, RunnerDeleting:
-		return true
-	}
-	return false
-}
 
 const runnerColumns = `name, pool, installation_id, org, job_id, runner_id, state, reason, delete_mode,
 	created_at, started_at, online_at, busy_at, ended_at`
 
-func scanRunner(row scanner) (Runner, error) {
-	var r Runner
+func scanRunner(row scanner) (fleet.Runner, error) {
+	var r fleet.Runner
 	var created, started, online, busy, ended int64
 	err := row.Scan(&r.Name, &r.Pool, &r.InstallationID, &r.Org, &r.JobID, &r.RunnerID, &r.State, &r.Reason,
 		&r.DeleteMode, &created, &started, &online, &busy, &ended)
 	if err != nil {
-		return Runner{}, err
+		return fleet.Runner{}, err
 	}
 	r.CreatedAt, r.StartedAt, r.OnlineAt = fromMS(created), fromMS(started), fromMS(online)
 	r.BusyAt, r.EndedAt = fromMS(busy), fromMS(ended)
 	return r, nil
 }
 
-// Runner returns the runner with the given name, or ErrNotFound.
-func (t *Tx) Runner(name string) (Runner, error) {
+// Runner returns the runner with the given name, or an error matching
+// fleet.ErrNotFound.
+func (t *Tx) Runner(name string) (fleet.Runner, error) {
 	r, err := scanRunner(t.queryRow(qRunnerByName, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Runner{}, ErrNotFound
+		return fleet.Runner{}, fmt.Errorf("runner %s: %w", name, fleet.ErrNotFound)
 	}
 	if err != nil {
-		return Runner{}, fmt.Errorf("runner %s: %w", name, err)
+		return fleet.Runner{}, fmt.Errorf("runner %s: %w", name, err)
 	}
 	return r, nil
 }
 
 // PutRunner inserts or replaces a runner.
-func (t *Tx) PutRunner(r Runner) error {
+func (t *Tx) PutRunner(r fleet.Runner) error {
 	_, err := t.exec(qPutRunner,
 		r.Name, r.Pool, r.InstallationID, r.Org, r.JobID, r.RunnerID, r.State, r.Reason, r.DeleteMode,
 		ms(r.CreatedAt), ms(r.StartedAt), ms(r.OnlineAt), ms(r.BusyAt), ms(r.EndedAt))
@@ -86,31 +49,20 @@ func (t *Tx) PutRunner(r Runner) error {
 }
 
 // LiveRunners returns the runners whose instances may exist, oldest first.
-func (t *Tx) LiveRunners() ([]Runner, error) {
-	rows, err := t.query(qLiveRunners, RunnerDeleted, RunnerFailed)
+func (t *Tx) LiveRunners() ([]fleet.Runner, error) {
+	rows, err := t.query(qLiveRunners, fleet.RunnerDeleted, fleet.RunnerFailed)
 	return collect("live runners", rows, err, scanRunner)
 }
 
 // Runners lists all runners, newest first, at most limit.
-func (s *Store) Runners(ctx context.Context, limit int) ([]Runner, error) {
-	var out []Runner
-	err := s.View(ctx, func(tx *Tx) error {
-		rows, err := tx.tx.QueryContext(ctx, `SELECT `+runnerColumns+` FROM runners
-			ORDER BY created_at DESC, name DESC LIMIT ?`, limit)
-		out, err = collect("list runners", rows, err, scanRunner)
-		return err
-	})
-	return out, err
+func (t *Tx) Runners(n int) ([]fleet.Runner, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+runnerColumns+` FROM runners
+		ORDER BY created_at DESC, name DESC LIMIT ?`, limit(n))
+	return collect("list runners", rows, err, scanRunner)
 }
 
-// Org is an organization reached through an installation of the App.
-type Org struct {
-	InstallationID int64
-	Login          string
-}
-
-// Orgs returns the organizations we launched runners for.
-func (t *Tx) Orgs() ([]Org, error) {
+// RunnerOrgs returns the organizations runners were launched for.
+func (t *Tx) RunnerOrgs() ([]fleet.Org, error) {
 	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM runners ORDER BY org`)
 	return collect("orgs", rows, err, scanOrg)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 func TestSeenDeliveries(t *testing.T) {
@@ -24,7 +26,7 @@ func TestSeenDeliveries(t *testing.T) {
 		id := fmt.Sprintf("guid-%04d", i)
 		ask = append(ask, id)
 		if i%7 == 0 || i == seenChunk-1 || i == seenChunk || i == 2*seenChunk {
-			if _, err := st.Record(ctx, Delivery{DeliveryID: id, Action: "queued", JobID: int64(i)}); err != nil {
+			if _, err := st.Record(ctx, fleet.Delivery{DeliveryID: id, Action: "queued", JobID: int64(i)}); err != nil {
 				t.Fatal(err)
 			}
 			want[id] = true

@@ -1,5 +1,6 @@
 // Package store keeps the service's durable state in SQLite: accepted
 // deliveries, what was decided for each job, and the runners we launched.
+// It satisfies fleet.State.
 package store
 
 import (
@@ -7,7 +8,6 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,13 +16,17 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+var (
+	_ fleet.State = (*Store)(nil)
+	_ fleet.Tx    = (*Tx)(nil)
 )
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
-
-// ErrNotFound is returned when a row asked for does not exist.
-var ErrNotFound = errors.New("not found")
 
 // Store is the SQLite state database.
 type Store struct {
@@ -166,7 +170,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 // connection, so the webhook's group commits go on meanwhile: they wait
 // behind every scheduler step, and this took their p99 from about 9.5 ms
 // to 8.5 ms on the load test.
-func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) Update(ctx context.Context, fn func(fleet.Tx) error) error {
 	err := s.withSync(ctx, "NORMAL", func(conn *sql.Conn) error {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
@@ -221,7 +225,7 @@ func (s *Store) withSync(ctx context.Context, mode string, fn func(*sql.Conn) er
 }
 
 // View runs fn in a transaction that is rolled back: for reads.
-func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+func (s *Store) View(ctx context.Context, fn func(fleet.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -230,7 +234,7 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 	return fn(&Tx{tx: tx, ctx: ctx, s: s})
 }
 
-// Tx is a transaction; the scheduler's reads and writes go through it.
+// Tx is a transaction: fleet.Tx over SQLite.
 type Tx struct {
 	tx  *sql.Tx
 	ctx context.Context
@@ -320,8 +324,8 @@ func collect[T any](what string, rows *sql.Rows, err error, scan func(scanner) (
 	return out, nil
 }
 
-func scanOrg(row scanner) (Org, error) {
-	var o Org
+func scanOrg(row scanner) (fleet.Org, error) {
+	var o fleet.Org
 	err := row.Scan(&o.InstallationID, &o.Login)
 	return o, err
 }

@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 func open(t *testing.T, dir string) *Store {
@@ -23,7 +26,7 @@ func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	st := open(t, dir)
 	ctx := context.Background()
-	d := Delivery{DeliveryID: "abc", Action: "queued", JobID: 1, Labels: []string{"self-hosted", "ünïcode"}, ReceivedAt: time.Now()}
+	d := fleet.Delivery{DeliveryID: "abc", Action: "queued", JobID: 1, Labels: []string{"self-hosted", "ünïcode"}, ReceivedAt: time.Now()}
 	fresh, err := st.Record(ctx, d)
 	if err != nil || !fresh {
 		t.Fatalf("first record: fresh=%v err=%v", fresh, err)
@@ -38,8 +41,8 @@ func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
 	if fresh, err = st.Record(ctx, d); err != nil || fresh {
 		t.Fatalf("after reopen: fresh=%v err=%v", fresh, err)
 	}
-	var got []Delivery
-	err = st.View(ctx, func(tx *Tx) error { got, err = tx.PendingDeliveries(10); return err })
+	var got []fleet.Delivery
+	err = st.View(ctx, func(tx fleet.Tx) error { got, err = tx.PendingDeliveries(10); return err })
 	if err != nil || len(got) != 1 || got[0].Labels[1] != "ünïcode" {
 		t.Fatalf("pending = %+v, %v", got, err)
 	}
@@ -59,7 +62,7 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 			for j := 0; j < 50; j++ {
 				// Every delivery id is sent by two writers.
 				id := fmt.Sprintf("d-%d", (i/2)*50+j)
-				fresh, err := st.Record(ctx, Delivery{DeliveryID: id, Action: "queued", JobID: int64(j)})
+				fresh, err := st.Record(ctx, fleet.Delivery{DeliveryID: id, Action: "queued", JobID: int64(j)})
 				if err != nil {
 					t.Error(err)
 					return
@@ -111,11 +114,11 @@ func TestPruneKeepsWhatIsStillNeeded(t *testing.T) {
 	defer st.Close()
 	ctx := context.Background()
 	old := time.Now().Add(-10 * 24 * time.Hour)
-	err := st.Update(ctx, func(tx *Tx) error {
-		for _, j := range []Job{
-			{ID: 1, State: JobCompleted, QueuedAt: old},
-			{ID: 2, State: JobQueued, QueuedAt: old}, // still waiting: kept
-			{ID: 3, State: JobCompleted, QueuedAt: time.Now()},
+	err := st.Update(ctx, func(tx fleet.Tx) error {
+		for _, j := range []fleet.Job{
+			{ID: 1, State: fleet.JobCompleted, QueuedAt: old},
+			{ID: 2, State: fleet.JobQueued, QueuedAt: old}, // still waiting: kept
+			{ID: 3, State: fleet.JobCompleted, QueuedAt: time.Now()},
 		} {
 			if err := tx.PutJob(j); err != nil {
 				return err
@@ -124,19 +127,19 @@ func TestPruneKeepsWhatIsStillNeeded(t *testing.T) {
 				return err
 			}
 		}
-		if err := tx.PutRunner(Runner{Name: "old", State: RunnerDeleted, CreatedAt: old}); err != nil {
+		if err := tx.PutRunner(fleet.Runner{Name: "old", State: fleet.RunnerDeleted, CreatedAt: old}); err != nil {
 			return err
 		}
-		return tx.PutRunner(Runner{Name: "live", State: RunnerBusy, CreatedAt: old}) // live: kept
+		return tx.PutRunner(fleet.Runner{Name: "live", State: fleet.RunnerBusy, CreatedAt: old}) // live: kept
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil {
+	if err := st.Update(ctx, func(tx fleet.Tx) error { _, err := tx.Prune(time.Now().Add(-7 * 24 * time.Hour)); return err }); err != nil {
 		t.Fatal(err)
 	}
-	err = st.View(ctx, func(tx *Tx) error {
-		if _, err := tx.Job(1); err != ErrNotFound {
+	err = st.View(ctx, func(tx fleet.Tx) error {
+		if _, err := tx.Job(1); !errors.Is(err, fleet.ErrNotFound) {
 			t.Errorf("old completed job kept: %v", err)
 		}
 		for _, id := range []int64{2, 3} {
@@ -144,7 +147,7 @@ func TestPruneKeepsWhatIsStillNeeded(t *testing.T) {
 				t.Errorf("job %d pruned: %v", id, err)
 			}
 		}
-		if _, err := tx.Runner("old"); err != ErrNotFound {
+		if _, err := tx.Runner("old"); !errors.Is(err, fleet.ErrNotFound) {
 			t.Errorf("old runner kept: %v", err)
 		}
 		if _, err := tx.Runner("live"); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // A webhook's delivery is committed with an fsync (synchronous=FULL)
@@ -23,14 +25,14 @@ func TestSynchronousPerWrite(t *testing.T) {
 	}
 	record := func(t *testing.T, st *Store, id string) {
 		t.Helper()
-		if _, err := st.Record(ctx, Delivery{DeliveryID: id, Action: "queued", JobID: 1, ReceivedAt: time.Now()}); err != nil {
+		if _, err := st.Record(ctx, fleet.Delivery{DeliveryID: id, Action: "queued", JobID: 1, ReceivedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	update := func(t *testing.T, st *Store) (inside int) {
 		t.Helper()
-		err := st.Update(ctx, func(tx *Tx) error {
-			return tx.tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&inside)
+		err := st.Update(ctx, func(tx fleet.Tx) error {
+			return tx.(*Tx).tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&inside)
 		})
 		if err != nil {
 			t.Fatal(err)

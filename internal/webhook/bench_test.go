@@ -28,7 +28,7 @@ func BenchmarkWebhookDurable(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			h, err := New(secret, st, func() {}, zerolog.Nop())
+			h, err := New(secret, st, Options{Log: zerolog.Nop()})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func BenchmarkWebhookDurable(b *testing.B) {
 // BenchmarkRejectBadSignature: a bad signature costs no more than reading
 // the body and one HMAC.
 func BenchmarkRejectBadSignature(b *testing.B) {
-	h, err := New(secret, nil, nil, zerolog.Nop())
+	h, err := New(secret, nil, Options{Log: zerolog.Nop()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,12 +9,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // MaxBody caps a delivery. GitHub sends at most 25 MB; a workflow_job is a
@@ -24,7 +23,7 @@ const MaxBody = 1 << 20
 // Recorder stores a delivery durably; fresh is false for a delivery id
 // recorded before.
 type Recorder interface {
-	Record(ctx context.Context, d store.Delivery) (fresh bool, err error)
+	Record(ctx context.Context, d fleet.Delivery) (fresh bool, err error)
 }
 
 // Metrics counts deliveries by event and result; internal/metrics
@@ -39,12 +38,18 @@ type Handler struct {
 	secret []byte
 	rec    Recorder
 	notify func()
-	now    func() time.Time
+	clock  fleet.Clock
 	log    zerolog.Logger
 }
 
-// SetMetrics makes the handler count deliveries in m.
-func (h *Handler) SetMetrics(m Metrics) { h.m = m }
+// Options are the handler's optional parts.
+type Options struct {
+	// Notify is called after a fresh delivery is recorded; it must not block.
+	Notify  func()
+	Metrics Metrics     // nil: none
+	Clock   fleet.Clock // stamps each delivery's arrival; nil: the wall clock
+	Log     zerolog.Logger
+}
 
 func (h *Handler) count(r *http.Request, result string) {
 	if h.m != nil {
@@ -52,19 +57,20 @@ func (h *Handler) count(r *http.Request, result string) {
 	}
 }
 
-// New returns a handler. notify is called after a fresh delivery is
-// recorded; it must not block.
-func New(secret []byte, rec Recorder, notify func(), log zerolog.Logger) (*Handler, error) {
+// New returns a handler that records into rec.
+func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	if len(secret) == 0 {
 		return nil, errors.New("webhook: secret is empty")
 	}
-	if notify == nil {
-		notify = func() {}
+	if o.Notify == nil {
+		o.Notify = func() {}
+	}
+	if o.Clock == nil {
+		o.Clock = fleet.WallClock
 	}
 	return &Handler{
-		secret: secret, rec: rec, notify: notify,
-		now: func() time.Time { return time.Now().UTC() },
-		log: log.With().Str("component", "webhook").Logger(),
+		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock,
+		log: o.Log.With().Str("component", "webhook").Logger(),
 	}, nil
 }
 
@@ -122,9 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	log = log.With().Int64("job_id", d.JobID).Str("action", d.Action).Logger()
+	log = log.With().Int64("job_id", d.JobID).Str("action", string(d.Action)).Logger()
 	switch d.Action {
-	case "queued", "in_progress", "completed":
+	case fleet.ActionQueued, fleet.ActionInProgress, fleet.ActionCompleted:
 	default: // "waiting" and whatever GitHub adds later
 		log.Debug().Msg("ignored action")
 		h.count(r, "ignored")
@@ -140,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.DeliveryID = deliveryID
-	d.ReceivedAt = h.now()
+	d.ReceivedAt = h.clock.Now()
 	fresh, err := h.rec.Record(r.Context(), d)
 	if err != nil {
 		// 5xx: GitHub lists the delivery as failed, so it can be redelivered.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
@@ -58,7 +59,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { st.Close() })
 	hs := &harness{st: st}
-	h, err := New(secret, st, func() { hs.notified.Add(1) }, zerolog.Nop())
+	h, err := New(secret, st, Options{Notify: func() { hs.notified.Add(1) }, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +183,8 @@ func TestAcceptedAndIgnored(t *testing.T) {
 	if hs.notified.Load() != 1 {
 		t.Fatalf("notified %d times, want 1 (duplicates do not wake the scheduler)", hs.notified.Load())
 	}
-	var got []store.Delivery
-	err := hs.st.View(context.Background(), func(tx *store.Tx) error {
+	var got []fleet.Delivery
+	err := hs.st.View(context.Background(), func(tx fleet.Tx) error {
 		var err error
 		got, err = tx.PendingDeliveries(10)
 		return err

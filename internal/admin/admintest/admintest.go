@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // Backend is an admin.Backend whose methods call the function fields.
@@ -125,7 +126,7 @@ func (b *Backend) Job(ctx context.Context, id int64) (admin.JobDetail, error) {
 			return admin.JobDetail{Job: j}, nil
 		}
 	}
-	return admin.JobDetail{}, fmt.Errorf("job %d: %w", id, admin.ErrNotFound)
+	return admin.JobDetail{}, fmt.Errorf("job %d: %w", id, fleet.ErrNotFound)
 }
 
 // SetDrain implements admin.Backend.
@@ -151,7 +152,7 @@ func (b *Backend) DeleteInstance(ctx context.Context, name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("instance %s: %w", name, admin.ErrNotFound)
+	return fmt.Errorf("instance %s: %w", name, fleet.ErrNotFound)
 }
 
 func (b *Backend) hasPool(name string) bool {

@@ -1,17 +1,24 @@
 // Package ghfaketest holds what tests of code that talks to the GitHub
 // stand-in share: the App's key, a transport that remembers the
-// credentials it sent (to check none leaks), and a log buffer.
+// credentials it sent (to check none leaks), and a fake /dev/lxd socket
+// for the stand-in's runner.
 package ghfaketest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 var (
@@ -67,20 +74,27 @@ func (r *AuthRecorder) Secrets() []string {
 	return append([]string(nil), r.auths...)
 }
 
-// SyncBuffer is a bytes.Buffer safe for concurrent writers (a logger's).
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// DevLXD serves a JIT config on a unix socket, as /dev/lxd/sock serves an
+// instance its fleet.KeyJITConfig, and returns the socket's path.
+func DevLXD(t testing.TB, jitconfig string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "devlxd") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /1.0/config/"+fleet.KeyJITConfig, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(w, jitconfig)
+	})
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return sock
 }

@@ -19,8 +19,8 @@ import (
 	lxdclient "github.com/canonical/lxd/client"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // DefaultSocket is used when LXD_SOCKET is unset.
@@ -154,7 +154,7 @@ func WaitGone(t testing.TB, c *lxd.Client, name string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
 		_, err := c.Get(context.Background(), name)
-		if errors.Is(err, scheduler.ErrNotFound) {
+		if errors.Is(err, fleet.ErrNotFound) {
 			return
 		}
 		if err != nil {

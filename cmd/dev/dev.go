@@ -22,6 +22,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
@@ -29,28 +30,32 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
-// Sockets tried, in order, when --lxd-socket is not given.
-var devSockets = []string{defaultSocket, "/var/snap/lxd/common/lxd/unix.socket"}
+// Sockets tried, in order, when --lxd-socket is not given: the deb's, then
+// the snap's.
+var devSockets = []string{"/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket"}
 
 // devCommand runs the real service against the local LXD with the GitHub
 // stand-in in-process: it builds a tiny busybox image holding this binary
 // as the runner, queues a few sample jobs, and prints each job's timeline.
-func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lxd-gha-autoscaler-dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	jobs := fs.Int("jobs", 5, "sample self-hosted jobs to queue")
 	maxInstances := fs.Int("max-instances", 3, "limits.max_instances")
 	socket := fs.String("lxd-socket", "", "LXD unix socket (default: the deb's, then the snap's)")
 	logLevel := fs.String("log-level", "warn", "service log level: debug, info, warn or error")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	if *jobs < 1 || *maxInstances < 1 {
 		return errors.New("dev: --jobs and --max-instances must be at least 1")
 	}
-	log, err := newLogger(stderr, "console", *logLevel)
-	if err != nil {
-		return err
+	lvl, err := zerolog.ParseLevel(*logLevel)
+	if err != nil || *logLevel == "" {
+		return fmt.Errorf("dev: log level %q: want debug, info, warn or error", *logLevel)
 	}
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -143,7 +148,7 @@ func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, st
 	a, err := app.New(app.Config{WebhookSecret: secret, Scheduler: scheduler.Config{
 		MaxInstances: *maxInstances, NamePrefix: "dev" + suffix[:4] + "-", RegistrationTimeout: 2 * time.Minute,
 		Pools: []scheduler.Pool{{Name: "linux", Labels: labels, Image: alias, Profiles: []string{"default", profile}}},
-	}}, app.Deps{Store: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
+	}}, app.Deps{State: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
 	if err != nil {
 		return err
 	}
@@ -184,17 +189,11 @@ func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, st
 	}
 	// Wait for the instances to be deleted too.
 	for {
-		rs, err := st.Runners(ctx, 1000)
-		if err != nil {
+		var live []fleet.Runner
+		if err := st.View(ctx, func(tx fleet.Tx) (err error) { live, err = tx.LiveRunners(); return err }); err != nil {
 			return err
 		}
-		live := 0
-		for _, r := range rs {
-			if r.Live() {
-				live++
-			}
-		}
-		if live == 0 {
+		if len(live) == 0 {
 			break
 		}
 		select {
@@ -208,16 +207,20 @@ func devCommand(ctx context.Context, fs *flag.FlagSet, args []string, stdout, st
 
 // printTimelines writes one line per job: each step as an offset from the
 // moment its queued event was recorded.
-func printTimelines(ctx context.Context, w io.Writer, st *store.Store, ids []int64) error {
-	jobs, err := st.JobsWhere(ctx, "", "", 10000)
+func printTimelines(ctx context.Context, w io.Writer, st fleet.State, ids []int64) error {
+	var jobs []fleet.Job
+	var runners []fleet.Runner
+	err := st.View(ctx, func(tx fleet.Tx) (err error) {
+		if jobs, err = tx.Jobs(fleet.JobFilter{}); err != nil {
+			return err
+		}
+		runners, err = tx.Runners(0)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	runners, err := st.Runners(ctx, 10000)
-	if err != nil {
-		return err
-	}
-	byName := map[string]store.Runner{}
+	byName := map[string]fleet.Runner{}
 	launches := 0
 	for _, r := range runners {
 		byName[r.Name] = r
@@ -235,7 +238,7 @@ func printTimelines(ctx context.Context, w io.Writer, st *store.Store, ids []int
 		if !want[j.ID] {
 			continue
 		}
-		if j.State == store.JobIgnored {
+		if j.State == fleet.JobIgnored {
 			fmt.Fprintf(w, "  job %d %v: ignored (%s)\n", j.ID, j.Labels, j.Reason)
 			continue
 		}
@@ -276,7 +279,7 @@ func fakeRunner(ctx context.Context, args []string, stderr io.Writer) error {
 		if cfg == "" {
 			return errors.New("fake-runner: ACTIONS_RUNNER_INPUT_JITCONFIG is not set")
 		}
-		return ghfake.RunRunner(ctx, ghfake.RunnerOptions{Log: stderr, JITConfig: ghfake.Secret(cfg)})
+		return ghfake.RunRunner(ctx, ghfake.RunnerOptions{Log: stderr, JITConfig: fleet.Secret(cfg)})
 	}
 	return ghfake.RunRunner(ctx, ghfake.RunnerOptions{Log: stderr, BringUpLoopback: true})
 }

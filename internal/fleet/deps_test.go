@@ -1,0 +1,93 @@
+package fleet_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/"
+
+// TestImportGraph keeps the design in the import graph, where a review
+// would otherwise have to find it: the domain imports nothing of ours,
+// every adapter and the scheduler import only the domain, SQLite comes in
+// only through the store, and the service binary carries no test double.
+func TestImportGraph(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command:", err)
+	}
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", module+"...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	type pkg struct {
+		ImportPath, rel string
+		Imports, Deps   []string
+	}
+	pkgs := map[string]pkg{}
+	for dec := json.NewDecoder(bytes.NewReader(out)); ; {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		p.rel = strings.TrimPrefix(p.ImportPath, module)
+		pkgs[p.rel] = p
+	}
+	ours := func(paths []string) []string {
+		var out []string
+		for _, p := range paths {
+			if rel, ok := strings.CutPrefix(p, module); ok {
+				out = append(out, rel)
+			}
+		}
+		return out
+	}
+
+	if got := ours(pkgs["internal/fleet"].Deps); len(got) > 0 {
+		t.Errorf("internal/fleet imports %v: the domain must import nothing of ours", got)
+	}
+	for _, name := range []string{"store", "lxd", "ghapp", "webhook", "redeliver", "metrics", "admin", "scheduler"} {
+		p, ok := pkgs["internal/"+name]
+		if !ok {
+			t.Errorf("no package internal/%s", name)
+			continue
+		}
+		for _, imp := range ours(p.Imports) {
+			if imp != "internal/fleet" {
+				t.Errorf("internal/%s imports %s: adapters and the scheduler import only internal/fleet", name, imp)
+			}
+		}
+	}
+	for rel, p := range pkgs {
+		sqlite := slices.Contains(p.Deps, "modernc.org/sqlite")
+		if sqlite && rel != "internal/store" && !slices.Contains(p.Deps, module+"internal/store") {
+			t.Errorf("%s depends on SQLite other than through internal/store", rel)
+		}
+		// Test doubles are for tests (and the dev command), never linked
+		// into the service.
+		for _, double := range []string{"internal/fleet/fleettest", "internal/ghfake/ghfaketest", "internal/admin/admintest",
+			"internal/image/imagetest", "internal/lxd/lxdtest"} {
+			if slices.Contains(p.Deps, module+double) && !strings.HasPrefix(rel, double) && !strings.HasPrefix(rel, "internal/e2e") {
+				if !(double == "internal/lxd/lxdtest" && rel == "internal/image/imagetest") {
+					t.Errorf("%s links the test helpers %s", rel, double)
+				}
+			}
+		}
+	}
+	server := pkgs["cmd/server"]
+	for _, double := range []string{"internal/ghfake", "internal/devimage"} {
+		if slices.Contains(server.Deps, module+double) {
+			t.Errorf("the service binary (cmd/server) links %s: that belongs in cmd/dev", double)
+		}
+	}
+}

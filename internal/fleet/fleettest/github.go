@@ -1,0 +1,137 @@
+package fleettest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+// GitHub is an in-memory GitHub: fleet.GitHub keeping runner records, with
+// knobs and counters. It answers for any installation and organization;
+// the GitHub stand-in (internal/ghfake) checks those over HTTP.
+type GitHub struct {
+	mu           sync.Mutex
+	next         int64
+	runners      map[int64]*GitHubRunner
+	jitCalls     int
+	removes      int
+	failJIT      int
+	busyOnCreate bool
+}
+
+// GitHubRunner is one runner record.
+type GitHubRunner struct {
+	Name         string
+	Online, Busy bool
+}
+
+var _ fleet.GitHub = (*GitHub)(nil)
+
+// NewGitHub returns a GitHub with no runners.
+func NewGitHub() *GitHub { return &GitHub{runners: map[int64]*GitHubRunner{}} }
+
+// JITSecret is the JIT config GenerateJITConfig hands out for a runner name:
+// tests look for it where it must never be.
+func JITSecret(name string) fleet.Secret { return fleet.Secret("JITSECRET-" + name) }
+
+func (g *GitHub) GenerateJITConfig(_ context.Context, req fleet.JITRequest) (fleet.JITRunner, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.jitCalls++
+	if g.failJIT > 0 {
+		g.failJIT--
+		return fleet.JITRunner{}, errors.New("github: 503")
+	}
+	for _, r := range g.runners {
+		if r.Name == req.Name {
+			return fleet.JITRunner{}, fmt.Errorf("runner %s: 409 already exists", req.Name)
+		}
+	}
+	g.next++
+	g.runners[g.next] = &GitHubRunner{Name: req.Name, Online: g.busyOnCreate, Busy: g.busyOnCreate}
+	return fleet.JITRunner{RunnerID: g.next, Config: JITSecret(req.Name)}, nil
+}
+
+func (g *GitHub) Runner(_ context.Context, _ int64, _ string, id int64) (fleet.RunnerStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.runners[id]
+	if !ok {
+		return fleet.RunnerStatus{}, fmt.Errorf("runner %d: %w", id, fleet.ErrNotFound)
+	}
+	return fleet.RunnerStatus{ID: id, Name: r.Name, Online: r.Online, Busy: r.Busy}, nil
+}
+
+func (g *GitHub) RemoveRunner(_ context.Context, _ int64, _ string, id int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.runners[id]
+	if !ok {
+		return nil
+	}
+	if r.Busy {
+		return fleet.ErrRunnerBusy
+	}
+	g.removes++
+	delete(g.runners, id)
+	return nil
+}
+
+func (g *GitHub) ListRunners(context.Context, int64, string) ([]fleet.RunnerStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]fleet.RunnerStatus, 0, len(g.runners))
+	for id, r := range g.runners {
+		out = append(out, fleet.RunnerStatus{ID: id, Name: r.Name, Online: r.Online, Busy: r.Busy})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Set changes the named runner's record, as GitHub's view changing would.
+func (g *GitHub) Set(name string, fn func(*GitHubRunner)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, r := range g.runners {
+		if r.Name == name {
+			fn(r)
+		}
+	}
+}
+
+// Add puts a runner record with this id, as if registered by other means.
+func (g *GitHub) Add(id int64, r GitHubRunner) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.runners[id] = &r
+	g.next = max(g.next, id)
+}
+
+// Names returns the names of the runner records, sorted.
+func (g *GitHub) Names() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for _, r := range g.runners {
+		out = append(out, r.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// JITCalls counts GenerateJITConfig calls, failed ones included.
+func (g *GitHub) JITCalls() int { g.mu.Lock(); defer g.mu.Unlock(); return g.jitCalls }
+
+// Removes counts the records RemoveRunner removed.
+func (g *GitHub) Removes() int { g.mu.Lock(); defer g.mu.Unlock(); return g.removes }
+
+// FailJIT makes the next n JIT config requests fail.
+func (g *GitHub) FailJIT(n int) { g.mu.Lock(); defer g.mu.Unlock(); g.failJIT = n }
+
+// BusyOnCreate makes every new runner online and busy at once, as if it
+// took a job before anyone asked.
+func (g *GitHub) BusyOnCreate(on bool) { g.mu.Lock(); defer g.mu.Unlock(); g.busyOnCreate = on }

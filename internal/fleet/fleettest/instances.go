@@ -1,0 +1,196 @@
+package fleettest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+// ErrAway is what Instances answers while SetAway is on: LXD did not answer.
+var ErrAway = fmt.Errorf("dial unix /var/lib/lxd/unix.socket: %w", fleet.ErrUnreachable)
+
+// Instances is an in-memory LXD: fleet.Instances with knobs for failures
+// and counters of what was asked.
+type Instances struct {
+	mu        sync.Mutex
+	instances map[string]fleet.Instance
+	specs     map[string]fleet.InstanceSpec
+	creates   int
+	peak      int
+	failNext  int
+	block     chan struct{}
+	away      bool
+	halfMade  fleet.InstanceState
+}
+
+var _ fleet.Instances = (*Instances)(nil)
+
+// NewInstances returns an empty LXD.
+func NewInstances() *Instances {
+	return &Instances{instances: map[string]fleet.Instance{}, specs: map[string]fleet.InstanceSpec{}}
+}
+
+// Create makes the instance Running, with the spec's labels.
+func (m *Instances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
+	m.mu.Lock()
+	block := m.block
+	m.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		if m.halfMade != "" {
+			m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: m.halfMade}
+			m.specs[spec.Name] = spec
+			m.halfMade = ""
+		}
+		return ErrAway
+	}
+	if m.failNext > 0 {
+		m.failNext--
+		return errors.New("lxd: injected failure")
+	}
+	if _, ok := m.instances[spec.Name]; ok {
+		return fmt.Errorf("instance %s exists", spec.Name)
+	}
+	m.creates++
+	m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: fleet.InstanceRunning}
+	m.specs[spec.Name] = spec
+	m.peak = max(m.peak, len(m.instances))
+	return nil
+}
+
+func (m *Instances) Delete(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return ErrAway
+	}
+	delete(m.instances, name)
+	return nil
+}
+
+// List returns the managed instances, sorted by name.
+func (m *Instances) List(context.Context) ([]fleet.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return nil, ErrAway
+	}
+	var out []fleet.Instance
+	for _, in := range m.instances {
+		if in.Managed {
+			out = append(out, in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (m *Instances) Get(_ context.Context, name string) (fleet.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return fleet.Instance{}, ErrAway
+	}
+	in, ok := m.instances[name]
+	if !ok {
+		return fleet.Instance{}, fmt.Errorf("instance %s: %w", name, fleet.ErrNotFound)
+	}
+	return in, nil
+}
+
+// Put adds or replaces an instance as if someone made it by other means.
+func (m *Instances) Put(in fleet.Instance) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.instances[in.Name] = in
+}
+
+// Has reports whether the named instance exists.
+func (m *Instances) Has(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.instances[name]
+	return ok
+}
+
+// Names returns the names of every instance, sorted.
+func (m *Instances) Names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.instances {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Spec returns the spec the named instance was created with.
+func (m *Instances) Spec(name string) (fleet.InstanceSpec, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.specs[name]
+	return s, ok
+}
+
+// Specs returns every spec created, by instance name.
+func (m *Instances) Specs() map[string]fleet.InstanceSpec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]fleet.InstanceSpec, len(m.specs))
+	for k, v := range m.specs {
+		out[k] = v
+	}
+	return out
+}
+
+// Count is the number of instances that exist now.
+func (m *Instances) Count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.instances) }
+
+// Creates is the number of successful creates.
+func (m *Instances) Creates() int { m.mu.Lock(); defer m.mu.Unlock(); return m.creates }
+
+// Peak is the most instances that existed at once.
+func (m *Instances) Peak() int { m.mu.Lock(); defer m.mu.Unlock(); return m.peak }
+
+// FailNext makes the next n creates fail, as LXD refusing them would.
+func (m *Instances) FailNext(n int) { m.mu.Lock(); defer m.mu.Unlock(); m.failNext = n }
+
+// Block makes creates wait until release is called or their ctx ends, as
+// an LXD that never answers would.
+func (m *Instances) Block() (release func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ch := make(chan struct{})
+	m.block = ch
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(ch)
+			m.mu.Lock()
+			m.block = nil
+			m.mu.Unlock()
+		})
+	}
+}
+
+// SetAway makes every call fail with ErrAway, as while the daemon is down.
+// The first create that meets it leaves behind an instance in state
+// halfMade (none when empty), as a daemon killed in a create may.
+func (m *Instances) SetAway(away bool, halfMade fleet.InstanceState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.away, m.halfMade = away, halfMade
+}

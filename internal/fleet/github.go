@@ -1,0 +1,58 @@
+package fleet
+
+import (
+	"context"
+	"time"
+)
+
+// JITRequest asks GitHub for a just-in-time runner config.
+type JITRequest struct {
+	InstallationID int64
+	Org            string
+	Name           string   // runner name == instance name
+	Labels         []string // exactly the pool's labels
+}
+
+// JITRunner is GitHub's answer: the runner record and its single-use config.
+type JITRunner struct {
+	RunnerID int64
+	Config   Secret
+}
+
+// RunnerStatus is GitHub's view of one self-hosted runner.
+type RunnerStatus struct {
+	ID     int64
+	Name   string
+	Online bool // status == "online"
+	Busy   bool
+}
+
+// GitHub is what the scheduler needs from the GitHub App's REST API.
+type GitHub interface {
+	GenerateJITConfig(ctx context.Context, req JITRequest) (JITRunner, error)
+	// Runner returns ErrNotFound when GitHub has no such runner.
+	Runner(ctx context.Context, installationID int64, org string, runnerID int64) (RunnerStatus, error)
+	// RemoveRunner deletes the runner record; one that is already gone is
+	// success, a busy one ErrRunnerBusy.
+	RemoveRunner(ctx context.Context, installationID int64, org string, runnerID int64) error
+	// ListRunners returns the organization's self-hosted runners.
+	ListRunners(ctx context.Context, installationID int64, org string) ([]RunnerStatus, error)
+}
+
+// AppDelivery is one attempt of GitHub to deliver one of the App's
+// webhooks, as the App's delivery log lists it.
+type AppDelivery struct {
+	ID             int64
+	GUID           string // X-GitHub-Delivery; redeliveries share it
+	DeliveredAt    time.Time
+	Redelivery     bool
+	Status         string // e.g. "OK", "Invalid HTTP Response: 502"
+	StatusCode     int    // 0 when GitHub got no HTTP answer
+	Event          string
+	Action         string
+	InstallationID int64
+	RepositoryID   int64
+}
+
+// Failed reports whether the receiver did not answer 2xx.
+func (d AppDelivery) Failed() bool { return d.StatusCode < 200 || d.StatusCode > 299 }

@@ -1,0 +1,69 @@
+package fleet
+
+import (
+	"context"
+	"time"
+)
+
+// InstanceState is what LXD says of an instance, reduced to what the
+// service acts on.
+type InstanceState string
+
+const (
+	InstanceRunning InstanceState = "running"
+	InstanceStopped InstanceState = "stopped"
+	// InstanceOther is any other status (starting, frozen, error, ...).
+	InstanceOther InstanceState = "other"
+)
+
+// InstanceLabels are the bookkeeping labels every runner instance carries,
+// so that LXD alone can tell which instances are ours and what for, even
+// with no state at all. internal/lxd alone knows how they are stored.
+type InstanceLabels struct {
+	Owner          string // the deployment's runner_prefix: several may share a project
+	Pool           string
+	JobID          int64 // the job whose queued event caused the launch
+	RunnerID       int64 // GitHub's id of the JIT runner
+	Org            string
+	InstallationID int64
+	CreatedAt      time.Time
+}
+
+// InstanceSpec is everything needed to create and start one runner instance.
+type InstanceSpec struct {
+	Name           string
+	Image          string // local image alias or fingerprint; or
+	SourceInstance string // an instance to copy, like `lxc copy --ephemeral`
+	Type           string // "container" or "virtual-machine"
+	Architecture   string // e.g. "aarch64"; empty means any
+	Target         string // cluster member or "@group"; empty lets LXD choose
+	Profiles       []string
+	Config         map[string]string // the pool's own instance config
+	Labels         InstanceLabels
+	JITConfig      Secret // stored under KeyJITConfig
+}
+
+// Instance is what LXD reports about one instance.
+type Instance struct {
+	Name    string
+	Managed bool // carries KeyManaged: made by a service like this one
+	Labels  InstanceLabels
+	State   InstanceState
+}
+
+// Running reports whether LXD says the instance runs.
+func (i Instance) Running() bool { return i.State == InstanceRunning }
+
+// Instances creates, deletes and lists runner instances in LXD.
+type Instances interface {
+	// Create creates the instance as ephemeral and starts it.
+	Create(ctx context.Context, spec InstanceSpec) error
+	// Delete stops the instance with force and deletes it. An instance that
+	// is already gone is success.
+	Delete(ctx context.Context, name string) error
+	// List returns the managed instances in the configured project.
+	List(ctx context.Context) ([]Instance, error)
+	// Get returns one instance, managed or not; ErrNotFound when it does
+	// not exist.
+	Get(ctx context.Context, name string) (Instance, error)
+}

@@ -1,0 +1,125 @@
+package scheduler
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+// workers runs one goroutine per runner being launched or torn down, never
+// two for one runner, and remembers when what failed may try again.
+type workers struct {
+	wg sync.WaitGroup
+	// work is the parent context of workers: it outlives Run's ctx by
+	// ShutdownGrace, so a launch in flight at shutdown can finish.
+	work     context.Context
+	stopWork context.CancelFunc
+
+	mu       sync.Mutex
+	inflight map[string]bool      // runner names with a worker running
+	retry    map[string]time.Time // runner name -> earliest next teardown attempt
+	failures map[string]int       // pool -> consecutive launch failures
+	holds    map[string]time.Time // pool -> no launch before
+}
+
+func newWorkers() *workers {
+	work, stop := context.WithCancel(context.Background())
+	return &workers{
+		work: work, stopWork: stop,
+		inflight: map[string]bool{}, retry: map[string]time.Time{},
+		failures: map[string]int{}, holds: map[string]time.Time{},
+	}
+}
+
+// start runs fn for r in its own goroutine unless one is already running
+// for r, and then calls then.
+func (w *workers) start(r fleet.Runner, fn func(fleet.Runner), then func()) {
+	w.mu.Lock()
+	if w.inflight[r.Name] {
+		w.mu.Unlock()
+		return
+	}
+	w.inflight[r.Name] = true
+	w.mu.Unlock()
+	w.wg.Go(func() {
+		fn(r)
+		w.mu.Lock()
+		delete(w.inflight, r.Name)
+		w.mu.Unlock()
+		then()
+	})
+}
+
+// running adds the names of runners with a worker in flight to into (a new
+// map when nil) and returns it.
+func (w *workers) running(into map[string]bool) map[string]bool {
+	if into == nil {
+		into = map[string]bool{}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.inflight {
+		into[k] = true
+	}
+	return into
+}
+
+// stop waits for the workers in flight, for at most grace; then their
+// context is cancelled and they clean up after themselves.
+func (w *workers) stop(clock fleet.Clock, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-clock.After(grace):
+		w.stopWork()
+		<-done
+	}
+	w.stopWork()
+}
+
+// retryAt is when a failed teardown of the named runner may try again.
+func (w *workers) retryAt(name string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.retry[name]
+}
+
+func (w *workers) setRetry(name string, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if at.IsZero() {
+		delete(w.retry, name)
+		return
+	}
+	w.retry[name] = at
+}
+
+// launchFailed backs the pool off after a failed launch: capped
+// exponential with jitter, so that a broken image or an LXD in trouble is
+// not hammered. It returns the wait.
+func (w *workers) launchFailed(pool string, now time.Time, maxBackoff time.Duration) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failures[pool]++
+	d := fleet.Backoff(w.failures[pool]-1, time.Second, maxBackoff)
+	w.holds[pool] = now.Add(d)
+	return d
+}
+
+func (w *workers) launchSucceeded(pool string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.failures, pool)
+	delete(w.holds, pool)
+}
+
+// notBefore returns, per pool, the time before which it launches nothing.
+func (w *workers) notBefore() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.holds)
+}
