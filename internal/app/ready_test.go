@@ -98,3 +98,17 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("GitHub checked for installations %v, want 42", c.installed)
 	}
 }
+
+// A client that gives up on /readyz (a probe's timeout, a closed status
+// page) must not leave its cancellation behind as the cached answer.
+func TestReadyzOutlivesCancelledRequest(t *testing.T) {
+	var c checks
+	e := newEnv(t, c.deps)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ready(t, e.app.Handler(), ctx)
+	code, r := ready(t, e.app.Handler(), context.Background())
+	if code != http.StatusOK {
+		t.Fatalf("after a cancelled request: status %d, checks %v; want 200", code, r.Checks)
+	}
+}
