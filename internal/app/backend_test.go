@@ -2,13 +2,17 @@ package app_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 )
 
 // at is fleettest.T0 plus s seconds.
@@ -285,5 +289,41 @@ func TestDeleteInstanceOnlyOurs(t *testing.T) {
 	}
 	if got := e.lxd.Names(); !slices.Equal(got, []string{theirs.Name, pet.Name}) {
 		t.Fatalf("instances %v, want only %s gone", got, ours.Name)
+	}
+}
+
+func TestMetricsReadTheState(t *testing.T) {
+	m := metrics.New("test")
+	e := newEnv(t, func(_ *app.Config, d *app.Deps) { d.Metrics = m })
+	seedFleet(e)
+	e.clock.Advance(time.Minute)
+
+	for name, h := range map[string]http.Handler{"webhook": e.app.Handler(), "admin": e.app.AdminHandler()} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%s listener: GET /metrics: status %d", name, rec.Code)
+		}
+		got := map[string]bool{}
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			got[line] = true
+		}
+		// Gauges read at scrape time: queued jobs and the oldest one's age
+		// per pool, and runner instances by state, idle for started.
+		for _, want := range []string{
+			metrics.JobsByState + `{pool="linux",state="queued"} 2`,
+			metrics.JobsByState + `{pool="gpu",state="queued"} 1`,
+			metrics.JobOldestQueuedSeconds + `{pool="linux"} 59`,
+			metrics.JobOldestQueuedSeconds + `{pool="gpu"} 56`,
+			metrics.InstancesByState + `{pool="linux",state="idle"} 2`,
+			metrics.InstancesByState + `{pool="linux",state="launching"} 1`,
+			metrics.InstancesByState + `{pool="linux",state="busy"} 1`,
+			metrics.InstancesByState + `{pool="linux",state="deleting"} 1`,
+			metrics.InstancesByState + `{pool="gpu",state="busy"} 1`,
+		} {
+			if !got[want] {
+				t.Errorf("%s listener: no line %s", name, want)
+			}
+		}
 	}
 }
