@@ -40,7 +40,9 @@ func (r *readiness) check(ctx context.Context) (bool, map[string]string) {
 	if r.clock.Now().Sub(r.at) < readyCacheFor {
 		return r.ok, r.checks
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// The answer is cached and shared: a caller that gives up (a probe's
+	// timeout, a closed status page) must not make it "context canceled".
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	checks := map[string]string{}
 	set := func(name string, err error) {
