@@ -21,8 +21,6 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 )
 
-const defaultAdminAddr = "unix:/run/lxd-gha-autoscaler/admin.sock"
-
 // adminUsage lists the commands adminCommand owns, for the main usage.
 const adminUsage = `  status                   pools, readiness and the last jobs of a running service
   jobs [--pool P] [--state S] [--limit N]
@@ -32,7 +30,7 @@ const adminUsage = `  status                   pools, readiness and the last job
   undrain POOL             launch for the pool again
   instance delete NAME     delete one of our instances
                            each takes --admin ADDR (unix:/path or host:port,
-                           default ` + defaultAdminAddr + `),
+                           default ` + admin.DefaultListen + `),
                            --token-file FILE and --json
 `
 
@@ -59,7 +57,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", defaultAdminAddr, "admin API address: unix:/path or host:port")
+	addr := fs.String("admin", admin.DefaultListen, "admin API address: unix:/path or host:port")
 	tokenFile := fs.String("token-file", "", "file holding the admin token")
 	asJSON := fs.Bool("json", false, "print the API's JSON as is")
 	var pool, state string

@@ -103,8 +103,6 @@ const (
 	defaultStateDir = "/var/lib/lxd-gha-autoscaler"
 	defaultAPIURL   = "https://api.github.com/"
 	defaultSocket   = "/var/lib/lxd/unix.socket"
-	// defaultAdminListen matches the CLI's default --admin.
-	defaultAdminListen = "unix:/run/lxd-gha-autoscaler/admin.sock"
 )
 
 // loadConfig reads and checks the file at path. The error lists every
@@ -135,7 +133,7 @@ func loadConfig(path string) (*config, error) {
 	}
 	c.AdminListen = fc.AdminListen
 	if c.AdminListen == "" {
-		c.AdminListen = defaultAdminListen
+		c.AdminListen = admin.DefaultListen
 	}
 	if c.AdminListen != "off" && !strings.HasPrefix(c.AdminListen, "unix:") {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
