@@ -31,6 +31,7 @@ type fileConfig struct {
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
 	Retention         time.Duration `yaml:"retention"`
+	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	AdminListen       string        `yaml:"admin_listen"`
 	AdminTokenFile    string        `yaml:"admin_token_file"`
 	GitHub            struct {
@@ -47,6 +48,7 @@ type fileConfig struct {
 		RegistrationTimeout time.Duration `yaml:"registration_timeout"`
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
 		MaxAttempts         int           `yaml:"max_attempts"`
+		LaunchTimeout       time.Duration `yaml:"launch_timeout"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
 	// Runner images that `image build` makes; see image_cmd.go.
@@ -166,6 +168,7 @@ func loadConfig(path string) (*config, error) {
 		NamePrefix:          fc.RunnerPrefix,
 		ReconcileInterval:   fc.ReconcileInterval,
 		Retention:           fc.Retention,
+		Timeouts:            scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
 	}
 	for _, pc := range fc.Pools {
 		c.App.Scheduler.Pools = append(c.App.Scheduler.Pools, scheduler.Pool{

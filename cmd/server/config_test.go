@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // secrets writes a key and a webhook secret into dir.
@@ -61,6 +63,34 @@ func TestExampleConfigIsValid(t *testing.T) {
 		c.App.Scheduler.MaxJobDuration != 6*time.Hour || c.GitHub.AppID != 123456 || c.GitHub.RunnerGroup != "Default" ||
 		string(c.App.WebhookSecret) != "s3cr3t-webhook-value" || c.App.Scheduler.Pools[2].Architecture != "aarch64" {
 		t.Fatalf("loaded %+v", c.App.Scheduler)
+	}
+	if to := c.App.Scheduler.Timeouts; to.Launch != 5*time.Minute || to.ShutdownGrace != 15*time.Second {
+		t.Fatalf("timeouts %+v, want launch_timeout 5m and shutdown_grace 15s", to)
+	}
+}
+
+// limits.launch_timeout and shutdown_grace reach the scheduler; left out,
+// they take the scheduler's defaults.
+func TestTimeoutSettings(t *testing.T) {
+	key, secret := secrets(t, t.TempDir())
+	base := `
+github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
+pools: [{name: linux, labels: [self-hosted, linux], image: img}]
+`
+	c, err := loadConfig(writeConfig(t, base+"limits: {max_instances: 2, launch_timeout: 7m}\nshutdown_grace: 40s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to := c.App.Scheduler.Timeouts; to.Launch != 7*time.Minute || to.ShutdownGrace != 40*time.Second {
+		t.Errorf("set: timeouts %+v, want launch 7m and shutdown grace 40s", to)
+	}
+	c, err = loadConfig(writeConfig(t, base+"limits: {max_instances: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.App.Scheduler.WithDefaults().Timeouts
+	if d.Launch != scheduler.DefaultTimeouts.Launch || d.ShutdownGrace != scheduler.DefaultTimeouts.ShutdownGrace {
+		t.Errorf("unset: timeouts %+v, want the scheduler's defaults", d)
 	}
 }
 
@@ -253,9 +283,11 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		{"redeliver_interval beyond the lookback", "redeliver_interval: 12h\n", []string{
 			"redeliver_interval 12h0m0s: must not be longer than the redelivery lookback (6h0m0s)",
 		}},
-		{"limits", "limits: {max_instances: 0, registration_timeout: -1s}\n", []string{
+		{"limits", "limits: {max_instances: 0, registration_timeout: -1s, launch_timeout: -2s}\nshutdown_grace: -3s\n", []string{
 			"limits.max_instances must be at least 1",
 			"limits.registration_timeout -1s: must not be negative",
+			"limits.launch_timeout -2s: must not be negative",
+			"shutdown_grace -3s: must not be negative",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
