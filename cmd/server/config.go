@@ -2,21 +2,19 @@ package main
 
 import (
 	"bytes"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
@@ -33,6 +31,7 @@ type fileConfig struct {
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
 	Retention         time.Duration `yaml:"retention"`
+	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	AdminListen       string        `yaml:"admin_listen"`
 	AdminTokenFile    string        `yaml:"admin_token_file"`
 	GitHub            struct {
@@ -49,6 +48,7 @@ type fileConfig struct {
 		RegistrationTimeout time.Duration `yaml:"registration_timeout"`
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
 		MaxAttempts         int           `yaml:"max_attempts"`
+		LaunchTimeout       time.Duration `yaml:"launch_timeout"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
 	// Runner images that `image build` makes; see image_cmd.go.
@@ -85,17 +85,15 @@ type poolConfig struct {
 // config is the loaded configuration: each package's own Config, plus the
 // secrets read from their files.
 type config struct {
-	Listen        string
-	AdminListen   string
-	AdminToken    string
-	StateDir      string
-	WebhookSecret []byte
-	GitHub        ghapp.Config
-	LXD           lxd.Config
-	Scheduler     scheduler.Config
-	Redeliver     redeliver.Config
-	Images        []image.Spec
-	Rebuilds      []image.Rebuild // images with rebuild_every
+	Listen   string
+	StateDir string
+	// App holds the webhook secret, the admin listener and token, and the
+	// scheduler's and the redeliverer's Configs.
+	App      app.Config
+	GitHub   ghapp.Config
+	LXD      lxd.Config
+	Images   []image.Spec
+	Rebuilds []image.Rebuild // images with rebuild_every
 }
 
 const (
@@ -103,12 +101,12 @@ const (
 	defaultStateDir = "/var/lib/lxd-gha-autoscaler"
 	defaultAPIURL   = "https://api.github.com/"
 	defaultSocket   = "/var/lib/lxd/unix.socket"
-	// defaultAdminListen matches the CLI's default --admin.
-	defaultAdminListen = "unix:/run/lxd-gha-autoscaler/admin.sock"
 )
 
 // loadConfig reads and checks the file at path. The error lists every
-// problem found, one per line, and never holds a secret.
+// problem found, once, one per line, in the file's words, and never holds
+// a secret. Each package's Validate checks its own part; this checks only
+// what no package owns (the listeners, the webhook secret, the images).
 func loadConfig(path string) (*config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -121,80 +119,48 @@ func loadConfig(path string) (*config, error) {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
 
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p problems
 	c := &config{Listen: fc.Listen, StateDir: fc.StateDir}
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		add("listen %q: want host:port", c.Listen)
+	_, _, listenErr := net.SplitHostPort(c.Listen)
+	if listenErr != nil {
+		p.add("listen %q: want host:port", c.Listen)
 	}
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir
-	}
-	c.AdminListen = fc.AdminListen
-	if c.AdminListen == "" {
-		c.AdminListen = defaultAdminListen
-	}
-	if c.AdminListen != "off" && !strings.HasPrefix(c.AdminListen, "unix:") {
-		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
-			add("admin_listen %q: want unix:/path, host:port or off", c.AdminListen)
-		} else if c.AdminListen == c.Listen {
-			add("admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API")
-		}
-	}
-	if c.AdminListen == "off" {
-		c.AdminListen = ""
-	}
-	if fc.AdminTokenFile != "" {
-		c.AdminToken = strings.TrimSpace(string(readSecret(&errs, "admin_token_file", fc.AdminTokenFile)))
-	}
-	if c.AdminListen != "" && admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
-		add("admin_listen %s is reachable from other hosts: set admin_token_file", c.AdminListen)
 	}
 
 	gh := fc.GitHub
 	if gh.APIURL == "" {
 		gh.APIURL = defaultAPIURL
 	}
-	if u, err := url.Parse(gh.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		add("github.api_url %q: want an http(s) URL", gh.APIURL)
+	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, RunnerGroup: gh.RunnerGroup, JITPerMinute: gh.JITPerMinute,
+		PrivateKey: p.readFile("github.private_key_file", gh.PrivateKeyFile, ghapp.ErrNoPrivateKey)}
+	p.check(c.GitHub.Validate())
+	// No package checks the webhook secret before the service starts.
+	if gh.WebhookSecretFile == "" {
+		p.add("github.webhook_secret_file is required")
 	}
-	if gh.AppID <= 0 {
-		add("github.app_id is required")
-	}
-	key := readSecret(&errs, "github.private_key_file", gh.PrivateKeyFile)
-	if key != nil && !validRSAKey(key) {
-		add("github.private_key_file %s: not a PEM RSA private key", gh.PrivateKeyFile)
-	}
-	c.WebhookSecret = bytes.TrimSpace(readSecret(&errs, "github.webhook_secret_file", gh.WebhookSecretFile))
-	if gh.WebhookSecretFile != "" && len(c.WebhookSecret) == 0 && len(errs) == 0 {
-		add("github.webhook_secret_file %s: empty", gh.WebhookSecretFile)
-	}
-	if gh.JITPerMinute < 0 {
-		add("github.jit_per_minute must not be negative")
-	}
-	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, PrivateKey: key, RunnerGroup: gh.RunnerGroup,
-		JITPerMinute: gh.JITPerMinute}
+	c.App.WebhookSecret = bytes.TrimSpace(p.readFile("github.webhook_secret_file", gh.WebhookSecretFile, nil))
 
-	l := fc.LXD
-	c.LXD = lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project}
-	if l.Socket == "" && l.URL == "" {
-		c.LXD.Socket = defaultSocket
+	c.LXD = fc.LXD.lxdConfig(&p)
+
+	c.App.AdminListen = fc.AdminListen
+	switch c.App.AdminListen {
+	case "":
+		c.App.AdminListen = admin.DefaultListen
+	case "off":
+		c.App.AdminListen = ""
 	}
-	if l.URL != "" {
-		c.LXD.ClientCert = readSecret(&errs, "lxd.client_cert", l.ClientCert)
-		c.LXD.ClientKey = readSecret(&errs, "lxd.client_key", l.ClientKey)
-		if l.ServerCert != "" {
-			c.LXD.ServerCert = readSecret(&errs, "lxd.server_cert", l.ServerCert)
-		}
-	}
-	if err := c.LXD.Validate(); err != nil {
-		errs = append(errs, err)
+	c.App.AdminToken = strings.TrimSpace(string(p.readFile("admin_token_file", fc.AdminTokenFile, app.ErrNoAdminToken)))
+	p.check(c.App.Validate())
+	if listenErr == nil && c.App.AdminListen == c.Listen {
+		p.add("admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API")
 	}
 
-	c.Scheduler = scheduler.Config{
+	c.App.Scheduler = scheduler.Config{
 		MaxInstances:        fc.Limits.MaxInstances,
 		RegistrationTimeout: fc.Limits.RegistrationTimeout,
 		MaxJobDuration:      fc.Limits.MaxJobDuration,
@@ -202,26 +168,24 @@ func loadConfig(path string) (*config, error) {
 		NamePrefix:          fc.RunnerPrefix,
 		ReconcileInterval:   fc.ReconcileInterval,
 		Retention:           fc.Retention,
+		Timeouts:            scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
 	}
-	for _, p := range fc.Pools {
-		c.Scheduler.Pools = append(c.Scheduler.Pools, scheduler.Pool{
-			Name: p.Name, Labels: p.Labels, Image: p.Image, SourceInstance: p.SourceInstance, Type: p.Type,
-			Architecture: p.Architecture, Target: p.Target, Profiles: p.Profiles, Config: p.Config,
-			MaxInstances: p.MaxInstances, MinIdle: p.MinIdle, MaxIdleAge: p.MaxIdleAge,
-			AllowPublicRepositories: p.AllowPublicRepositories,
-			Repositories:            p.Repositories,
+	for _, pc := range fc.Pools {
+		c.App.Scheduler.Pools = append(c.App.Scheduler.Pools, scheduler.Pool{
+			Name: pc.Name, Labels: pc.Labels, Image: pc.Image, SourceInstance: pc.SourceInstance, Type: pc.Type,
+			Architecture: pc.Architecture, Target: pc.Target, Profiles: pc.Profiles, Config: pc.Config,
+			MaxInstances: pc.MaxInstances, MinIdle: pc.MinIdle, MaxIdleAge: pc.MaxIdleAge,
+			AllowPublicRepositories: pc.AllowPublicRepositories,
+			Repositories:            pc.Repositories,
 		})
 	}
-	if err := c.Scheduler.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	c.Redeliver = redeliver.Config{Interval: fc.RedeliverInterval}.WithDefaults()
-	if err := c.Redeliver.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	p.check(c.App.Scheduler.Validate())
+	c.App.Redeliver = redeliver.Config{Interval: fc.RedeliverInterval}.WithDefaults()
+	p.check(c.App.Redeliver.Validate())
+
 	configDir, _ := filepath.Abs(filepath.Dir(path))
 	if specs, err := imageSpecs(fc.Images, configDir); err != nil {
-		errs = append(errs, err)
+		p.list = append(p.list, err)
 	} else {
 		c.Images = specs
 		for i, ic := range fc.Images {
@@ -231,39 +195,82 @@ func loadConfig(path string) (*config, error) {
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := p.err(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// readSecret reads a secret file, adding a problem (naming the file, never
-// its content) when it cannot.
-func readSecret(errs *[]error, key, path string) []byte {
+// lxdConfig maps the lxd: section onto lxd.Config, reading the certificate
+// files it names, and adds its problems to p. serve, validate and the image
+// commands all map the section here.
+func (l lxdFileConfig) lxdConfig(p *problems) lxd.Config {
+	c := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project,
+		ClientCert: p.readFile("lxd.client_cert", l.ClientCert, lxd.ErrNoClientCert),
+		ClientKey:  p.readFile("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
+		ServerCert: p.readFile("lxd.server_cert", l.ServerCert, nil),
+	}
+	if c.Socket == "" && c.URL == "" {
+		c.Socket = defaultSocket
+	}
+	p.check(c.Validate())
+	return c
+}
+
+// problems collects what is wrong with a config file, each problem once.
+type problems struct {
+	list []error
+	// explained are package errors (sentinels) for keys whose file was
+	// already reported as unreadable or empty: "is required" would say it
+	// again, and wrongly.
+	explained []error
+}
+
+func (p *problems) add(format string, args ...any) {
+	p.list = append(p.list, fmt.Errorf(format, args...))
+}
+
+// check adds the problems in err, a package's Validate answer, less those
+// a file read has already explained.
+func (p *problems) check(err error) {
+	if err == nil {
+		return
+	}
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok { // errors.Join
+		all = j.Unwrap()
+	}
+	for _, e := range all {
+		if !slices.ContainsFunc(p.explained, func(s error) bool { return errors.Is(e, s) }) {
+			p.list = append(p.list, e)
+		}
+	}
+}
+
+// readFile returns the content of a file that holds a secret or a
+// certificate, or nil. A file that cannot be read, or is empty, is a
+// problem that names the key and the path, never the content. An empty
+// path is not one here: the package's Validate says whether the key is
+// required. required is that package's error for the key being unset, or
+// nil when no package checks it.
+func (p *problems) readFile(key, path string, required error) []byte {
 	if path == "" {
-		*errs = append(*errs, fmt.Errorf("%s is required", key))
 		return nil
 	}
 	b, err := os.ReadFile(path)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s: %w", key, err))
-		return nil
+	switch {
+	case err != nil:
+		p.list = append(p.list, fmt.Errorf("%s: %w", key, err))
+	case len(bytes.TrimSpace(b)) == 0:
+		p.add("%s %s: empty file", key, path)
+	default:
+		return b
 	}
-	return b
+	if required != nil {
+		p.explained = append(p.explained, required)
+	}
+	return nil
 }
 
-func validRSAKey(b []byte) bool {
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return false
-	}
-	if _, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return true
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return false
-	}
-	_, ok := k.(*rsa.PrivateKey)
-	return ok
-}
+// err is every problem, one per line, or nil.
+func (p *problems) err() error { return errors.Join(p.list...) }

@@ -8,11 +8,14 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
 // secrets writes a key and a webhook secret into dir.
@@ -56,10 +59,38 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example config: %v", err)
 	}
-	if len(c.Scheduler.Pools) != 3 || c.Scheduler.MaxInstances != 20 || c.Scheduler.RegistrationTimeout != 10*time.Minute ||
-		c.Scheduler.MaxJobDuration != 6*time.Hour || c.GitHub.AppID != 123456 || c.GitHub.RunnerGroup != "Default" ||
-		string(c.WebhookSecret) != "s3cr3t-webhook-value" || c.Scheduler.Pools[2].Architecture != "aarch64" {
-		t.Fatalf("loaded %+v", c.Scheduler)
+	if len(c.App.Scheduler.Pools) != 3 || c.App.Scheduler.MaxInstances != 20 || c.App.Scheduler.RegistrationTimeout != 10*time.Minute ||
+		c.App.Scheduler.MaxJobDuration != 6*time.Hour || c.GitHub.AppID != 123456 || c.GitHub.RunnerGroup != "Default" ||
+		string(c.App.WebhookSecret) != "s3cr3t-webhook-value" || c.App.Scheduler.Pools[2].Architecture != "aarch64" {
+		t.Fatalf("loaded %+v", c.App.Scheduler)
+	}
+	if to := c.App.Scheduler.Timeouts; to.Launch != 5*time.Minute || to.ShutdownGrace != 15*time.Second {
+		t.Fatalf("timeouts %+v, want launch_timeout 5m and shutdown_grace 15s", to)
+	}
+}
+
+// limits.launch_timeout and shutdown_grace reach the scheduler; left out,
+// they take the scheduler's defaults.
+func TestTimeoutSettings(t *testing.T) {
+	key, secret := secrets(t, t.TempDir())
+	base := `
+github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
+pools: [{name: linux, labels: [self-hosted, linux], image: img}]
+`
+	c, err := loadConfig(writeConfig(t, base+"limits: {max_instances: 2, launch_timeout: 7m}\nshutdown_grace: 40s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to := c.App.Scheduler.Timeouts; to.Launch != 7*time.Minute || to.ShutdownGrace != 40*time.Second {
+		t.Errorf("set: timeouts %+v, want launch 7m and shutdown grace 40s", to)
+	}
+	c, err = loadConfig(writeConfig(t, base+"limits: {max_instances: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.App.Scheduler.WithDefaults().Timeouts
+	if d.Launch != scheduler.DefaultTimeouts.Launch || d.ShutdownGrace != scheduler.DefaultTimeouts.ShutdownGrace {
+		t.Errorf("unset: timeouts %+v, want the scheduler's defaults", d)
 	}
 }
 
@@ -94,7 +125,7 @@ pools:
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		"listen", "api_url", "app_id is required", "not a PEM RSA private key", "webhook_secret_file is required",
+		"listen", "api_url", "app_id is required", "not a PEM encoded RSA private key", "webhook_secret_file is required",
 		"max_instances", "lowercase", "labels are required", "exactly one of image or source_instance", "reserved",
 	} {
 		if !strings.Contains(msg, want) {
@@ -159,10 +190,147 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 		t.Fatal(err)
 	}
 	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n"))
-	if err != nil || c.AdminToken != "t0k3n" {
+	if err != nil || c.App.AdminToken != "t0k3n" {
 		t.Fatalf("with a token: %v", err)
 	}
-	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\n")); err != nil || c.AdminListen != "127.0.0.1:9090" {
+	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\n")); err != nil || c.App.AdminListen != "127.0.0.1:9090" {
 		t.Fatalf("loopback without a token: %v", err)
+	}
+}
+
+// TestConfigProblemsOnceInTheFilesWords feeds bad config files to validate:
+// each problem must be one line, in the file's keys, never a Go field name
+// and never a secret.
+func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
+	dir := t.TempDir()
+	key, secret := secrets(t, dir)
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	files := strings.NewReplacer(
+		"{KEY}", key,
+		"{SECRET}", secret,
+		"{BADKEY}", file("bad.pem", "TOPSECRET-not-a-key"),
+		"{EMPTY}", file("empty", " \n"),
+		"{TOKEN}", file("admin-token", "t0k3n-TOPSECRET\n"),
+		"{MISSING}", filepath.Join(dir, "missing"),
+	)
+	// Sections a case leaves out are valid.
+	defaults := []struct{ key, body string }{
+		{"github:", "github: {app_id: 1, private_key_file: {KEY}, webhook_secret_file: {SECRET}}\n"},
+		{"limits:", "limits: {max_instances: 2}\n"},
+		{"pools:", "pools: [{name: linux, labels: [self-hosted, linux], image: img}]\n"},
+	}
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string // each must be a line of its own, and there are no others
+	}{
+		{"remote lxd without certificates", "lxd: {url: https://lxd.example:8443}\n", []string{
+			"lxd.client_cert is required with lxd.url",
+			"lxd.client_key is required with lxd.url",
+		}},
+		{"lxd certificate files unreadable or empty", "lxd: {url: https://lxd.example:8443, client_cert: {MISSING}, client_key: {EMPTY}}\n", []string{
+			"lxd.client_cert: open {MISSING}: no such file or directory",
+			"lxd.client_key {EMPTY}: empty file",
+		}},
+		{"lxd socket and url, bad url and project", "lxd: {socket: /s, url: 'http://lxd', project: a/b}\n", []string{
+			"lxd.socket and lxd.url are mutually exclusive",
+			`lxd.url "http://lxd": scheme must be https`,
+			"lxd.client_cert is required with lxd.url",
+			"lxd.client_key is required with lxd.url",
+			`lxd.project "a/b": must not contain '/' or spaces`,
+		}},
+		{"lxd certificates with the socket", "lxd: {client_cert: {KEY}}\n", []string{
+			"lxd.client_cert, lxd.client_key and lxd.server_cert are only used with lxd.url",
+		}},
+		{"github", "github: {api_url: 'ftp://x', private_key_file: {BADKEY}, webhook_secret_file: {SECRET}, jit_per_minute: -1}\n", []string{
+			`github.api_url "ftp://x": want an absolute http(s) URL without query`,
+			"github.app_id is required",
+			"github.private_key_file: not a PEM encoded RSA private key (PKCS#1 or PKCS#8)",
+			"github.jit_per_minute must not be negative",
+		}},
+		{"github api_url with credentials", "github: {api_url: 'https://u:hunter2@ghe.example/', app_id: 1, private_key_file: {KEY}, webhook_secret_file: {SECRET}}\n", []string{
+			"github.api_url must not contain credentials",
+		}},
+		{"github files missing", "github: {app_id: 1}\n", []string{
+			"github.private_key_file is required",
+			"github.webhook_secret_file is required",
+		}},
+		{"github files unreadable or empty", "github: {app_id: 1, private_key_file: {MISSING}, webhook_secret_file: {EMPTY}}\n", []string{
+			"github.private_key_file: open {MISSING}: no such file or directory",
+			"github.webhook_secret_file {EMPTY}: empty file",
+		}},
+		{"admin listener off loopback without a token", "admin_listen: 0.0.0.0:9090\n", []string{
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_token_file",
+		}},
+		{"admin token file empty", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {EMPTY}\n", []string{
+			"admin_token_file {EMPTY}: empty file",
+		}},
+		{"admin listener not an address", "admin_listen: nonsense\nadmin_token_file: {TOKEN}\n", []string{
+			`admin_listen "nonsense": want unix:/path, host:port or off`,
+		}},
+		{"admin listener on the webhook's", "listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n", []string{
+			"admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API",
+		}},
+		{"redeliver_interval out of range", "redeliver_interval: 48h\n", []string{
+			"redeliver_interval 48h0m0s: must be between 1s and 24h0m0s",
+		}},
+		{"redeliver_interval beyond the lookback", "redeliver_interval: 12h\n", []string{
+			"redeliver_interval 12h0m0s: must not be longer than the redelivery lookback (6h0m0s)",
+		}},
+		{"limits", "limits: {max_instances: 0, registration_timeout: -1s, launch_timeout: -2s}\nshutdown_grace: -3s\n", []string{
+			"limits.max_instances must be at least 1",
+			"limits.registration_timeout -1s: must not be negative",
+			"limits.launch_timeout -2s: must not be negative",
+			"shutdown_grace -3s: must not be negative",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := tc.yaml
+			for _, d := range defaults {
+				if !strings.Contains(body, d.key) {
+					body += d.body
+				}
+			}
+			path := writeConfig(t, files.Replace(body))
+			err := run(context.Background(), []string{"validate", "--config", path}, io.Discard, io.Discard)
+			if err == nil {
+				t.Fatal("validate: no error")
+			}
+			header, out, _ := strings.Cut(err.Error(), "\n")
+			if header != path+" is not valid:" {
+				t.Errorf("first line %q", header)
+			}
+			lines := strings.Split(out, "\n")
+			for _, w := range tc.want {
+				w = files.Replace(w)
+				if n := strings.Count(out, w); n != 1 {
+					t.Errorf("%q appears %d times, want once", w, n)
+				}
+			}
+			if len(lines) != len(tc.want) {
+				t.Errorf("%d problems, want %d", len(lines), len(tc.want))
+			}
+			for _, bad := range []string{
+				// Go's names of the settings.
+				"APIURL", "AppID", "PrivateKey", "JITPerMinute", "WebhookSecret", "Socket", "with URL",
+				"ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "AdminListen", "AdminToken",
+				"Interval", "Lookback", "MaxPerRound", "MaxInstances", "RegistrationTimeout", "Timeouts",
+				// Secrets.
+				"TOPSECRET", "hunter2", "s3cr3t", "PRIVATE KEY",
+			} {
+				if strings.Contains(out, bad) {
+					t.Errorf("the output holds %q", bad)
+				}
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
 	}
 }

@@ -152,23 +152,6 @@ func loadImageConfig(path string) (imageFileConfig, []image.Spec, error) {
 	return fc, specs, nil
 }
 
-func (fc imageFileConfig) lxdConfig() (lxd.Config, error) {
-	l := fc.LXD
-	cfg := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project}
-	if l.Socket == "" && l.URL == "" {
-		cfg.Socket = defaultSocket
-	}
-	var errs []error
-	if l.URL != "" {
-		cfg.ClientCert = readSecret(&errs, "lxd.client_cert", l.ClientCert)
-		cfg.ClientKey = readSecret(&errs, "lxd.client_key", l.ClientKey)
-		if l.ServerCert != "" {
-			cfg.ServerCert = readSecret(&errs, "lxd.server_cert", l.ServerCert)
-		}
-	}
-	return cfg, errors.Join(errs...)
-}
-
 // imageCommand runs `image build` and `image prepare`.
 func imageCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -232,8 +215,9 @@ func imageCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if spec == nil {
 		return fmt.Errorf("image %s: no image %q in the images: section of %s (have: %s)", sub, want, *path, strings.Join(names, ", "))
 	}
-	lcfg, err := fc.lxdConfig()
-	if err != nil {
+	var p problems
+	lcfg := fc.LXD.lxdConfig(&p)
+	if err := p.err(); err != nil {
 		return fmt.Errorf("image %s: %w", sub, err)
 	}
 	// Long steps run under the caller's context; OpTimeout bounds the

@@ -65,10 +65,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(app.Config{
-		WebhookSecret: cfg.WebhookSecret, Scheduler: cfg.Scheduler, Redeliver: cfg.Redeliver,
-		AdminListen: cfg.AdminListen, AdminToken: cfg.AdminToken,
-	}, app.Deps{
+	a, err := app.New(cfg.App, app.Deps{
 		State: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
 		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
 	})
@@ -79,7 +76,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info().Str("version", version).Str("state_dir", cfg.StateDir).Int("pools", len(cfg.Scheduler.Pools)).Msg("starting")
+	log.Info().Str("version", version).Str("state_dir", cfg.StateDir).Int("pools", len(cfg.App.Scheduler.Pools)).Msg("starting")
 	if len(cfg.Rebuilds) > 0 {
 		// Background rebuilds; new launches use a new image as soon as its
 		// alias moves, and idle runners on the old one are recycled.

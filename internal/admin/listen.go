@@ -16,6 +16,11 @@ import (
 // UnixPrefix marks an address as a unix socket path: "unix:/run/x/admin.sock".
 const UnixPrefix = "unix:"
 
+// DefaultListen is where the service serves the admin API unless the config
+// says otherwise (admin_listen), and where the CLI looks for it unless told
+// (--admin). The systemd unit's RuntimeDirectory makes its directory.
+const DefaultListen = UnixPrefix + "/run/lxd-gha-autoscaler/admin.sock"
+
 // Listen opens the admin listener. addr is "unix:/path/to.sock" or
 // "host:port". A unix socket is made mode 0660, so the socket's group may
 // use the API, and a stale socket file left by a crash is removed first.

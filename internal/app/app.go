@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -35,11 +36,27 @@ type Config struct {
 	ShutdownTimeout time.Duration // for requests in flight; default 10s
 }
 
+// ErrNoAdminToken is in Validate's error when the admin listener needs a
+// token and has none.
+var ErrNoAdminToken = errors.New("set admin_token_file")
+
 // Validate reports, in the config file's words, what the service's own
 // settings get wrong; each package's Config checks its own part.
 func (c Config) Validate() error {
-	if c.AdminListen != "" && admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
-		return fmt.Errorf("admin_listen %s is reachable from other hosts: set admin_token_file", c.AdminListen)
+	if c.AdminListen == "" {
+		return nil
+	}
+	if path, ok := strings.CutPrefix(c.AdminListen, admin.UnixPrefix); ok {
+		if path == "" {
+			return fmt.Errorf("admin_listen %q: empty socket path", c.AdminListen)
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+		return fmt.Errorf("admin_listen %q: want unix:/path, host:port or off", c.AdminListen)
+	}
+	if admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
+		return fmt.Errorf("admin_listen %s is reachable from other hosts: %w", c.AdminListen, ErrNoAdminToken)
 	}
 	return nil
 }

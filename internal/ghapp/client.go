@@ -43,6 +43,10 @@ var (
 	// ErrUnknownRunnerGroup: the configured runner group does not exist in
 	// the org.
 	ErrUnknownRunnerGroup = errors.New("unknown runner group")
+	// ErrNoPrivateKey is in Validate's answer when the config has no key. A
+	// caller that reads it from a file and has already said why the file
+	// gave nothing can leave it out.
+	ErrNoPrivateKey = errors.New("github.private_key_file is required")
 )
 
 // Config configures a Client.
@@ -72,28 +76,38 @@ const (
 	DefaultJITBurst     = 10
 )
 
-// Validate reports every problem with the config; it never echoes the key.
+// Validate reports every problem with the config, in the config file's
+// words (github.api_url, github.app_id, ...). It never echoes the key, nor
+// a URL it cannot read (it may hold anything).
 func (c Config) Validate() error {
 	var errs []error
 	if c.APIURL == "" {
-		errs = append(errs, errors.New("api url is required"))
+		errs = append(errs, errors.New("github.api_url is required"))
 	} else if u, err := url.Parse(c.APIURL); err != nil {
-		errs = append(errs, errors.New("api url: not a valid URL")) // may hold anything: do not echo
+		errs = append(errs, errors.New("github.api_url: not a valid URL"))
 	} else if u.User != nil {
-		errs = append(errs, errors.New("api url must not contain credentials"))
+		errs = append(errs, errors.New("github.api_url must not contain credentials"))
 	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		errs = append(errs, fmt.Errorf("api url %q: want an absolute http(s) URL without query", c.APIURL))
+		errs = append(errs, fmt.Errorf("github.api_url %q: want an absolute http(s) URL without query", c.APIURL))
 	}
-	if c.AppID <= 0 {
-		errs = append(errs, errors.New("app id must be positive"))
+	if c.AppID == 0 {
+		errs = append(errs, errors.New("github.app_id is required"))
+	} else if c.AppID < 0 {
+		errs = append(errs, fmt.Errorf("github.app_id %d: must be positive", c.AppID))
 	}
 	if len(c.PrivateKey) == 0 {
-		errs = append(errs, errors.New("private key is required"))
+		errs = append(errs, ErrNoPrivateKey)
 	} else if _, err := parseKey(c.PrivateKey); err != nil {
 		errs = append(errs, err)
 	}
+	if c.JITPerMinute < 0 {
+		errs = append(errs, errors.New("github.jit_per_minute must not be negative"))
+	}
+	if c.JITBurst < 0 {
+		errs = append(errs, errors.New("github: JIT burst must not be negative"))
+	}
 	if c.Timeout < 0 {
-		errs = append(errs, errors.New("timeout must not be negative"))
+		errs = append(errs, errors.New("github: request timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -110,7 +124,7 @@ func (c Config) GoString() string { return "ghapp.Config" + c.String() }
 func parseKey(pemBytes []byte) (*rsa.PrivateKey, error) {
 	k, err := jwt.ParseRSAPrivateKeyFromPEM(pemBytes)
 	if err != nil {
-		return nil, errors.New("private key: not a PEM encoded RSA key (PKCS#1 or PKCS#8)")
+		return nil, errors.New("github.private_key_file: not a PEM encoded RSA private key (PKCS#1 or PKCS#8)")
 	}
 	return k, nil
 }

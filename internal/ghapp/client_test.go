@@ -105,18 +105,34 @@ func path(method, suffix string) func(*http.Request) bool {
 }
 
 func TestValidate(t *testing.T) {
+	// The config file's words, never the Go field names.
+	goWords := func(t *testing.T, err error) {
+		t.Helper()
+		for _, f := range []string{"APIURL", "AppID", "PrivateKey", "JITPerMinute", "JITBurst", "Timeout"} {
+			if err != nil && strings.Contains(err.Error(), f) {
+				t.Errorf("Validate() = %v, names the field %s", err, f)
+			}
+		}
+	}
 	err := Config{}.Validate()
-	for _, want := range []string{"api url", "app id", "private key"} {
+	for _, want := range []string{"github.api_url is required", "github.app_id is required", "github.private_key_file is required"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate(empty) = %v, want mention of %q", err, want)
 		}
 	}
+	goWords(t, err)
 	bad := []byte("-----BEGIN RSA PRIVATE KEY-----\nU0VDUkVUU1RVRkY=\n-----END RSA PRIVATE KEY-----\n")
-	err = Config{APIURL: "ftp://x", AppID: 1, PrivateKey: bad, Timeout: -1}.Validate()
-	if err == nil || strings.Contains(err.Error(), "U0VDUkVUU1RVRkY") || !strings.Contains(err.Error(), "private key") ||
-		!strings.Contains(err.Error(), "api url") || !strings.Contains(err.Error(), "timeout") {
+	err = Config{APIURL: "ftp://x", AppID: -2, PrivateKey: bad, Timeout: -1, JITPerMinute: -1, JITBurst: -1}.Validate()
+	if err == nil || strings.Contains(err.Error(), "U0VDUkVUU1RVRkY") {
 		t.Fatalf("Validate(bad) = %v", err)
 	}
+	for _, want := range []string{"github.private_key_file: not a PEM", `github.api_url "ftp://x"`, "github.app_id -2: must be positive",
+		"github.jit_per_minute must not be negative", "burst", "timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate(bad) = %v, want mention of %q", err, want)
+		}
+	}
+	goWords(t, err)
 	err = Config{APIURL: "https://x:hunter2@ghe.example.com/", AppID: 1, PrivateKey: ghfaketest.KeyPEM(ghfaketest.AppKey())}.Validate()
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("Validate(url with credentials) = %v", err)

@@ -45,14 +45,15 @@ func TestConfigValidate(t *testing.T) {
 		{"socket", lxd.Config{Socket: "/var/lib/lxd/unix.socket"}, nil},
 		{"url", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key, ServerCert: cert, Project: "ci", OpTimeout: time.Second}, nil},
 		{"url without server cert", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key}, nil},
-		{"neither", lxd.Config{}, []string{"one of Socket or URL is required"}},
-		{"both", lxd.Config{Socket: "/s", URL: "https://h"}, []string{"mutually exclusive"}},
+		{"neither", lxd.Config{}, []string{"set lxd.socket or lxd.url"}},
+		{"both", lxd.Config{Socket: "/s", URL: "https://h"}, []string{"lxd.socket and lxd.url are mutually exclusive"}},
 		{"every url problem", lxd.Config{URL: "http://h", OpTimeout: -time.Second, Project: "a/b"},
-			[]string{"scheme must be https", "ClientCert is required", "ClientKey is required", "must not be negative", `Project "a/b"`}},
-		{"no host", lxd.Config{URL: "https://", ClientCert: cert, ClientKey: key}, []string{"missing host"}},
-		{"bad key pair", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: []byte("junk")}, []string{"ClientCert/ClientKey"}},
-		{"bad server cert", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: key, ServerCert: []byte("junk")}, []string{"ServerCert"}},
-		{"certs with socket", lxd.Config{Socket: "/s", ClientCert: cert}, []string{"only used with URL"}},
+			[]string{`lxd.url "http://h": scheme must be https`, "lxd.client_cert is required with lxd.url",
+				"lxd.client_key is required with lxd.url", "operation timeout -1s must not be negative", `lxd.project "a/b"`}},
+		{"no host", lxd.Config{URL: "https://", ClientCert: cert, ClientKey: key}, []string{"lxd.url \"https://\": missing host"}},
+		{"bad key pair", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: []byte("junk-SECRET")}, []string{"lxd.client_cert and lxd.client_key: "}},
+		{"bad server cert", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: key, ServerCert: []byte("junk-SECRET")}, []string{"lxd.server_cert: "}},
+		{"certs with socket", lxd.Config{Socket: "/s", ClientCert: cert}, []string{"only used with lxd.url"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +70,12 @@ func TestConfigValidate(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Validate() = %q, want it to contain %q", err, w)
+				}
+			}
+			// The config file's words, never Go's, and no file content.
+			for _, bad := range []string{"Socket", "with URL", "ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "SECRET"} {
+				if strings.Contains(err.Error(), bad) {
+					t.Errorf("Validate() = %q, holds %q", err, bad)
 				}
 			}
 			if _, cerr := lxd.Connect(context.Background(), tt.cfg); cerr == nil {

@@ -68,19 +68,20 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports every problem of a configuration with defaults applied.
+// Validate reports every problem of a configuration with defaults applied,
+// in the config file's words (redeliver_interval).
 func (c Config) Validate() error {
 	var errs []error
-	if c.Interval < MinInterval || c.Interval > MaxInterval {
-		errs = append(errs, fmt.Errorf("redeliver interval %s: must be between %s and %s", c.Interval, MinInterval, MaxInterval))
-	}
-	// A shorter lookback could let a delivery that failed just after one
-	// round fall out of the window before the next.
-	if c.Lookback < c.Interval {
-		errs = append(errs, fmt.Errorf("redeliver lookback %s: must be at least the interval (%s)", c.Lookback, c.Interval))
+	switch {
+	case c.Interval < MinInterval || c.Interval > MaxInterval:
+		errs = append(errs, fmt.Errorf("redeliver_interval %s: must be between %s and %s", c.Interval, MinInterval, MaxInterval))
+	case c.Lookback < c.Interval:
+		// A lookback shorter than the interval could let a delivery that
+		// failed just after one round fall out of the window before the next.
+		errs = append(errs, fmt.Errorf("redeliver_interval %s: must not be longer than the redelivery lookback (%s)", c.Interval, c.Lookback))
 	}
 	if c.MaxPerRound < 1 {
-		errs = append(errs, fmt.Errorf("redeliver max per round %d: must be at least 1", c.MaxPerRound))
+		errs = append(errs, fmt.Errorf("redeliver: at most %d redeliveries a round: want at least 1", c.MaxPerRound))
 	}
 	return errors.Join(errs...)
 }

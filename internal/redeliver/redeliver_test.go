@@ -572,15 +572,25 @@ func TestConfig(t *testing.T) {
 	if c.Interval != time.Minute || c.Lookback != 6*time.Hour || c.MaxPerRound != 50 || c.Validate() != nil {
 		t.Fatalf("defaults %+v: %v", c, c.Validate())
 	}
-	for _, bad := range []Config{
-		{Interval: time.Second},
-		{Interval: -time.Minute},
-		{Interval: 48 * time.Hour},
-		{Interval: time.Hour, Lookback: time.Minute},
-		{MaxPerRound: -1},
+	if err := (Config{Interval: MinInterval}).WithDefaults().Validate(); err != nil {
+		t.Errorf("the shortest interval: %v", err)
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string // the whole message: one problem, in the config file's words
+	}{
+		{Config{Interval: -time.Minute}, "redeliver_interval -1m0s: must be between 1s and 24h0m0s"},
+		{Config{Interval: 48 * time.Hour}, "redeliver_interval 48h0m0s: must be between 1s and 24h0m0s"},
+		{Config{Interval: 12 * time.Hour}, "redeliver_interval 12h0m0s: must not be longer than the redelivery lookback (6h0m0s)"},
+		{Config{Interval: time.Hour, Lookback: time.Minute}, "redeliver_interval 1h0m0s: must not be longer than the redelivery lookback (1m0s)"},
+		{Config{MaxPerRound: -1}, "redeliver: at most -1 redeliveries a round: want at least 1"},
 	} {
-		if _, err := New(bad, nil, nil, nil, zerolog.Nop()); err == nil {
-			t.Errorf("%+v: no error", bad)
+		err := tc.cfg.WithDefaults().Validate()
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.want)
+		}
+		if _, err := New(tc.cfg, nil, nil, nil, zerolog.Nop()); err == nil {
+			t.Errorf("%+v: New: no error", tc.cfg)
 		}
 	}
 	if _, err := New(Config{}, nil, nil, nil, zerolog.Nop()); err == nil {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+)
+
+// adminClient calls the admin API of a running service, over its unix
+// socket or TCP, with the admin token when one is given.
+type adminClient struct {
+	addr  string // as the user gave it, for messages
+	base  string
+	token string
+	http  *http.Client
+}
+
+func newAdminClient(addr, tokenFile string) (*adminClient, error) {
+	c := &adminClient{addr: addr, http: &http.Client{Timeout: 30 * time.Second}}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		c.token = strings.TrimSpace(string(b))
+		if c.token == "" {
+			return nil, fmt.Errorf("admin token: %s is empty", tokenFile)
+		}
+	}
+	switch path, isUnix := strings.CutPrefix(addr, admin.UnixPrefix); {
+	case isUnix:
+		if path == "" {
+			return nil, fmt.Errorf("--admin %q: empty socket path", addr)
+		}
+		c.base = "http://admin" // the host is not used: every request dials the socket
+		c.http.Transport = &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", path)
+			},
+		}
+	case strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://"):
+		c.base = strings.TrimRight(addr, "/")
+	default:
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--admin %q: want unix:/path or host:port", addr)
+		}
+		c.base = "http://" + addr
+	}
+	return c, nil
+}
+
+// call sends one request and returns the body of a 2xx answer; any other
+// answer becomes an error carrying the API's message.
+func (c *adminClient) call(ctx context.Context, method, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// The URL is ours, not the user's: keep only the cause.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("admin API at %s (is the service running? see --admin): %w", c.addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: read answer: %w", c.addr, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return body, nil
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if len(msg) > 500 {
+		msg = msg[:500] + "…"
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		msg += "; pass --token-file"
+	}
+	return nil, fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
+}

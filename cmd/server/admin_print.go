@@ -1,0 +1,189 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+)
+
+// adminNow is the clock for "waiting so far"; tests set it.
+var adminNow = time.Now
+
+// adminPrint prints an API answer for people.
+func adminPrint(w io.Writer, cmd string, body []byte) error {
+	switch cmd {
+	case "status":
+		var st admin.Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			return fmt.Errorf("admin API: status: %w", err)
+		}
+		return adminPrintStatus(w, st)
+	case "jobs":
+		var v struct {
+			Jobs []admin.Job `json:"jobs"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			return fmt.Errorf("admin API: jobs: %w", err)
+		}
+		if len(v.Jobs) == 0 {
+			_, err := fmt.Fprintln(w, "no jobs")
+			return err
+		}
+		return adminPrintJobs(w, v.Jobs, true)
+	case "job":
+		var d admin.JobDetail
+		if err := json.Unmarshal(body, &d); err != nil {
+			return fmt.Errorf("admin API: job: %w", err)
+		}
+		return adminPrintJob(w, d)
+	case "drain", "undrain":
+		var v struct {
+			Pool     string `json:"pool"`
+			Draining bool   `json:"draining"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			return fmt.Errorf("admin API: %s: %w", cmd, err)
+		}
+		if v.Draining {
+			_, err := fmt.Fprintf(w, "pool %s: draining\n", v.Pool)
+			return err
+		}
+		_, err := fmt.Fprintf(w, "pool %s: not draining\n", v.Pool)
+		return err
+	case "instance":
+		var v struct {
+			Instance string `json:"instance"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			return fmt.Errorf("admin API: instance delete: %w", err)
+		}
+		_, err := fmt.Fprintf(w, "instance %s: deleted\n", v.Instance)
+		return err
+	}
+	return fmt.Errorf("no output for %s", cmd)
+}
+
+func adminPrintStatus(w io.Writer, st admin.Status) error {
+	ew := &adminErrWriter{w: w}
+	if st.Ready {
+		fmt.Fprintln(ew, "ready")
+	} else {
+		fmt.Fprintln(ew, "not ready:")
+		names := make([]string, 0, len(st.Checks))
+		for name := range st.Checks {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			if v := st.Checks[name]; v != admin.CheckOK {
+				fmt.Fprintf(ew, "  %s: %s\n", name, v)
+			}
+		}
+	}
+	fmt.Fprintln(ew)
+	tw := adminTable(ew, 2)
+	fmt.Fprintln(tw, "POOL\tQUEUED\tLAUNCHING\tIDLE\tBUSY\tMAX\tDRAINING")
+	for _, p := range st.Pools {
+		maxs := "global"
+		if p.Max > 0 {
+			maxs = strconv.Itoa(p.Max)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Queued, p.Launching, p.Idle, p.Busy, maxs, adminYes(p.Draining))
+	}
+	if len(st.Pools) == 0 {
+		fmt.Fprintln(tw, "(no pools)")
+	}
+	tw.Flush()
+	fmt.Fprintln(ew)
+	if len(st.Jobs) == 0 {
+		fmt.Fprintln(ew, "no jobs yet")
+		return ew.err
+	}
+	fmt.Fprintln(ew, "last jobs:")
+	if err := adminPrintJobs(ew, st.Jobs, false); err != nil {
+		return err
+	}
+	return ew.err
+}
+
+// adminPrintJobs prints a job table. A queued job's wait is how long it has
+// waited so far.
+func adminPrintJobs(w io.Writer, jobs []admin.Job, long bool) error {
+	tw := adminTable(w, 2)
+	hdr := "JOB\tPOOL\tSTATE\tWAIT\tBOOT\tRUN\tREPO\tRUNNER\tREASON"
+	if long {
+		hdr = "JOB\tQUEUED\tPOOL\tSTATE\tWAIT\tBOOT\tRUN\tREPO\tLABELS\tRUNNER\tREASON"
+	}
+	fmt.Fprintln(tw, hdr)
+	now := adminNow()
+	for _, j := range jobs {
+		wait := j.Wait
+		if wait == 0 && j.State == "queued" && !j.QueuedAt.IsZero() {
+			wait = now.Sub(j.QueuedAt)
+		}
+		state := j.State
+		if j.Conclusion != "" {
+			state += " (" + j.Conclusion + ")"
+		}
+		cols := []string{strconv.FormatInt(j.ID, 10), adminDash(j.Pool), state, adminDur(wait), adminDur(j.Boot), adminDur(j.Run), adminDash(j.Repo)}
+		if long {
+			cols = slices.Insert(cols, 1, adminStamp(j.QueuedAt))
+			cols = append(cols, adminDash(strings.Join(j.Labels, ",")))
+		}
+		cols = append(cols, adminDash(j.Runner), j.Reason)
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	}
+	return tw.Flush()
+}
+
+func adminPrintJob(w io.Writer, d admin.JobDetail) error {
+	ew := &adminErrWriter{w: w}
+	state := d.State
+	if d.Conclusion != "" {
+		state += " (" + d.Conclusion + ")"
+	}
+	fmt.Fprintf(ew, "job %d  %s  %s\n", d.ID, adminDash(d.Repo), state)
+	tw := adminTable(ew, 1)
+	fmt.Fprintf(tw, "  pool:\t%s\n", adminDash(d.Pool))
+	fmt.Fprintf(tw, "  labels:\t%s\n", adminDash(strings.Join(d.Labels, ", ")))
+	if d.Runner != "" {
+		fmt.Fprintf(tw, "  runner:\t%s\n", d.Runner)
+	}
+	if d.Reason != "" {
+		fmt.Fprintf(tw, "  reason:\t%s\n", d.Reason)
+	}
+	wait := adminDur(d.Wait)
+	if d.Wait == 0 && d.State == "queued" && !d.QueuedAt.IsZero() {
+		wait = admin.FormatDuration(adminNow().Sub(d.QueuedAt)) + " so far"
+	}
+	fmt.Fprintf(tw, "  time:\twait %s, boot %s, run %s\n", wait, adminDur(d.Boot), adminDur(d.Run))
+	fmt.Fprintf(tw, "  queued:\t%s\n", adminStamp(d.QueuedAt))
+	tw.Flush()
+	if len(d.Events) == 0 {
+		fmt.Fprintln(ew, "\nno timeline recorded")
+		return ew.err
+	}
+	base := d.QueuedAt
+	if base.IsZero() {
+		base = d.Events[0].At
+	}
+	fmt.Fprintln(ew, "\ntimeline (offsets from queued):")
+	// Offsets right-aligned, kinds left-aligned.
+	offs := make([]string, len(d.Events))
+	ow, kw := 0, 0
+	for i, e := range d.Events {
+		offs[i] = adminOffset(e.At.Sub(base))
+		ow, kw = max(ow, len(offs[i])), max(kw, len(e.Kind))
+	}
+	for i, e := range d.Events {
+		line := fmt.Sprintf("  %*s  %-*s  %s", ow, offs[i], kw, e.Kind, e.Detail)
+		fmt.Fprintln(ew, strings.TrimRight(line, " "))
+	}
+	return ew.err
+}
