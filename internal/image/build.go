@@ -61,7 +61,7 @@ const cleanupTimeout = 2 * time.Minute
 // it only after it passed the smoke test; on any failure the old alias and
 // image are kept and the new image, if published, is deleted. Builder and
 // smoke instances are always deleted.
-func Build(ctx context.Context, c *lxd.Client, spec Spec, opts Options) (res Result, err error) {
+func Build(ctx context.Context, c LXD, spec Spec, opts Options) (res Result, err error) {
 	if err := spec.Validate(); err != nil {
 		return Result{}, fmt.Errorf("image %s: invalid spec:\n%w", spec.Name, err)
 	}
@@ -163,7 +163,7 @@ func Build(ctx context.Context, c *lxd.Client, spec Spec, opts Options) (res Res
 
 // smokeTest launches an ephemeral instance from fp without a runner config
 // and checks the bootstrap is enabled and the runner answers.
-func smokeTest(ctx context.Context, c *lxd.Client, spec Spec, fp string, opts Options, logf func(string, ...any)) (string, error) {
+func smokeTest(ctx context.Context, c Instances, spec Spec, fp string, opts Options, logf func(string, ...any)) (string, error) {
 	name := spec.Name + "-smoke-" + suffix()
 	logf("smoke test in %s", name)
 	if err := c.Launch(ctx, lxd.LaunchSpec{Name: name, Image: fp, Type: spec.Type, Ephemeral: true, Profiles: opts.Profiles}); err != nil {
@@ -195,11 +195,11 @@ func smokeTest(ctx context.Context, c *lxd.Client, spec Spec, fp string, opts Op
 
 // deleteInstance and deleteImage run on a fresh context, since ctx may be
 // why the build failed, and retry for a while: LXD may be restarting.
-func deleteInstance(ctx context.Context, c *lxd.Client, name string) error {
+func deleteInstance(ctx context.Context, c Instances, name string) error {
 	return retry(ctx, func(cctx context.Context) error { return c.Delete(cctx, name) })
 }
 
-func deleteImage(ctx context.Context, c *lxd.Client, fp string) error {
+func deleteImage(ctx context.Context, c ImageStore, fp string) error {
 	return retry(ctx, func(cctx context.Context) error { return c.DeleteImage(cctx, fp) })
 }
 

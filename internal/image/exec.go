@@ -14,7 +14,7 @@ import (
 
 // waitReady waits until exec works and systemd has finished booting
 // (running or degraded).
-func waitReady(ctx context.Context, c *lxd.Client, name string, timeout time.Duration) error {
+func waitReady(ctx context.Context, c Guest, name string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last string
@@ -45,7 +45,7 @@ func waitReady(ctx context.Context, c *lxd.Client, name string, timeout time.Dur
 
 // run runs a shell command inside as root and fails on a non-zero exit,
 // with the tail of its output.
-func run(ctx context.Context, c *lxd.Client, name, what, script string, log io.Writer) error {
+func run(ctx context.Context, c Guest, name, what, script string, log io.Writer) error {
 	tail := &tailBuffer{max: 4096}
 	w := &lockedWriter{w: io.MultiWriter(tail, log)} // stdout and stderr are copied concurrently
 	code, err := c.Exec(ctx, name, lxd.ExecSpec{
@@ -69,13 +69,13 @@ var stepEnv = map[string]string{
 	"DEBIAN_FRONTEND": "noninteractive",
 }
 
-func push(ctx context.Context, c *lxd.Client, name, dst string, data io.ReadSeeker, mode int) error {
+func push(ctx context.Context, c Guest, name, dst string, data io.ReadSeeker, mode int) error {
 	return c.PushFile(ctx, name, dst, data, 0, 0, mode)
 }
 
 // execOutput runs argv and returns its trimmed output. LXD 5.0 sometimes
 // loses the output of a short command, so an empty output is retried.
-func execOutput(ctx context.Context, c *lxd.Client, name string, argv ...string) (string, int, error) {
+func execOutput(ctx context.Context, c Guest, name string, argv ...string) (string, int, error) {
 	for attempt := 1; ; attempt++ {
 		var out bytes.Buffer
 		w := &lockedWriter{w: &out}

@@ -7,13 +7,11 @@ import (
 	"io"
 	"os"
 	"path"
-
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
 // install puts the runner, its user, the bootstrap, the files and the
 // operator's steps into a running instance.
-func install(ctx context.Context, c *lxd.Client, name string, spec Spec, tarball string, logf func(string, ...any), log io.Writer) error {
+func install(ctx context.Context, c Guest, name string, spec Spec, tarball string, logf func(string, ...any), log io.Writer) error {
 	logf("installing runner %s into %s", spec.Runner.Version, RunnerDir)
 	f, err := os.Open(tarball)
 	if err != nil {
@@ -105,6 +103,6 @@ find /var/log -type f -name '*.log' -exec truncate -s 0 {} +
 find /tmp /var/tmp -mindepth 1 -delete
 `
 
-func cleanImage(ctx context.Context, c *lxd.Client, name string) error {
+func cleanImage(ctx context.Context, c Guest, name string) error {
 	return run(ctx, c, name, "clean up", cleanScript, io.Discard)
 }

@@ -15,7 +15,7 @@ import (
 // an existing instance (the source_instance workflow) without publishing.
 // A stopped instance is started for it and stopped again, cleaned like an
 // image; a running one is left running and not cleaned.
-func Prepare(ctx context.Context, c *lxd.Client, instance string, spec Spec, opts Options) (err error) {
+func Prepare(ctx context.Context, c Instances, instance string, spec Spec, opts Options) (err error) {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("prepare %s: invalid spec:\n%w", instance, err)
 	}
@@ -73,7 +73,7 @@ func Prepare(ctx context.Context, c *lxd.Client, instance string, spec Spec, opt
 }
 
 // instanceArch asks uname in a running instance.
-func instanceArch(ctx context.Context, c *lxd.Client, name string) (string, error) {
+func instanceArch(ctx context.Context, c Guest, name string) (string, error) {
 	var out bytes.Buffer
 	code, err := c.Exec(ctx, name, lxd.ExecSpec{Command: []string{"uname", "-m"}, Stdout: &out})
 	if err != nil {

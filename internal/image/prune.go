@@ -10,7 +10,7 @@ import (
 
 // Prune deletes the images built for name beyond the keep newest, oldest
 // first, never the one the alias name points to.
-func Prune(ctx context.Context, c *lxd.Client, name string, keep int) ([]string, error) {
+func Prune(ctx context.Context, c ImageStore, name string, keep int) ([]string, error) {
 	current, err := c.AliasTarget(ctx, name)
 	if err != nil {
 		return nil, err

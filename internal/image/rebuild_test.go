@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
 type countingRecorder struct {
@@ -37,7 +35,7 @@ func TestRebuilderSchedulesAndReports(t *testing.T) {
 			mu.Unlock()
 		},
 		Log: zerolog.Nop(),
-		build: func(_ context.Context, _ *lxd.Client, s Spec, _ Options) (Result, error) {
+		build: func(_ context.Context, _ LXD, s Spec, _ Options) (Result, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if fail { // the first build fails: nothing may be recycled for it
