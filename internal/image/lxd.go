@@ -8,9 +8,11 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
-// What image builds need from LXD; *lxd.Client satisfies LXD (the check
+// What image builds need from LXD. *lxd.Client satisfies LXD; the check
 // is in internal/lxd's tests, since lxd imports nothing of ours but
-// fleet). The value types LaunchSpec, ExecSpec and ImageInfo stay lxd's.
+// fleet. The plain value types LaunchSpec, ExecSpec and ImageInfo stay
+// lxd's: lxd cannot import them from here, and fleet is the scheduler's
+// domain, which has no use for them.
 
 // Guest runs commands in, and copies files into, a running instance: what
 // installing, cleaning and the smoke test use.
