@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +67,80 @@ func TestPrepareStoppedInstance(t *testing.T) {
 	t.Logf("bootstrap in the template:\n%s", out)
 	if st, _ := c.Status(ctx, name); st != "Running" {
 		t.Errorf("template status %s, want Running", st)
+	}
+}
+
+// TestPrepareFake: a stopped template is started, prepared, cleaned and
+// stopped again, and stopped again even when preparing fails; a running
+// one is prepared and left running, not cleaned.
+func TestPrepareFake(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		status  string
+		exec    func(ctx context.Context, inst *fakeInstance, argv []string) (string, int, error)
+		wantErr string
+		cleaned bool
+	}{
+		{name: "stopped", status: "Stopped", cleaned: true},
+		{name: "running", status: "Running"},
+		{
+			name: "stopped, with a failing step", status: "Stopped", wantErr: "step 1",
+			exec: func(ctx context.Context, inst *fakeInstance, argv []string) (string, int, error) {
+				if strings.Contains(strings.Join(argv, " "), "gha-image-step-1.sh") {
+					return "no", 1, nil
+				}
+				return healthyExec(ctx, inst, argv)
+			},
+		},
+		{
+			name: "stopped, on an architecture with no runner", status: "Stopped", wantErr: `architecture "riscv64"`,
+			exec: func(ctx context.Context, inst *fakeInstance, argv []string) (string, int, error) {
+				if argv[0] == "uname" {
+					return "riscv64", 0, nil
+				}
+				return healthyExec(ctx, inst, argv)
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeLXD()
+			spec := fakeSpec(t, f)
+			step := filepath.Join(t.TempDir(), "step.sh")
+			if err := os.WriteFile(step, []byte("true\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			spec.Steps = []string{step}
+			inst := f.addInstance("template", tt.status)
+			f.exec = tt.exec
+
+			err := Prepare(context.Background(), f, "template", spec, fakeOpts(t))
+			if tt.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error %v, want one with %q", err, tt.wantErr)
+			}
+			if st, _ := f.Status(context.Background(), "template"); st != tt.status {
+				t.Errorf("left %s, want %s", st, tt.status)
+			}
+			if tt.wantErr == "" {
+				if got := inst.Files[BootstrapPath]; got.Mode != 0o755 {
+					t.Errorf("no bootstrap pushed: %+v", inst.Files)
+				}
+				if got := inst.Files["/tmp/actions-runner.tar.gz"]; string(got.Data) != "a runner tarball" {
+					t.Errorf("runner pushed as %q", got.Data)
+				}
+			}
+			n := len(inst.Scripts)
+			if cleaned := n > 0 && inst.Scripts[n-1] == cleanScript; cleaned != tt.cleaned {
+				t.Errorf("cleaned: %v, want %v", cleaned, tt.cleaned)
+			}
+			if tt.status == "Running" && len(f.called("start "))+len(f.called("stop ")) != 0 {
+				t.Errorf("a running instance was started or stopped: %v", f.calls)
+			}
+			if got := f.called("publish "); len(got) != 0 {
+				t.Errorf("prepare published: %v", got)
+			}
+		})
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
 // Rebuild is an image the service rebuilds on a schedule.
@@ -26,7 +24,7 @@ type BuildRecorder interface {
 // test keeps the old image (Build never moves the alias then), and is
 // logged and counted.
 type Rebuilder struct {
-	Client  *lxd.Client
+	Client  LXD
 	Images  []Rebuild
 	Metrics BuildRecorder // nil: not counted
 	// Built is called after an image's alias moved to a new build, so that
@@ -34,7 +32,7 @@ type Rebuilder struct {
 	Built func(name string, at time.Time)
 	Log   zerolog.Logger
 	// build is Build; tests replace it.
-	build func(context.Context, *lxd.Client, Spec, Options) (Result, error)
+	build func(context.Context, LXD, Spec, Options) (Result, error)
 }
 
 // Run rebuilds each image every Every until ctx ends. The first rebuild
@@ -68,7 +66,7 @@ func (r *Rebuilder) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Rebuilder) once(ctx context.Context, build func(context.Context, *lxd.Client, Spec, Options) (Result, error), img Rebuild) {
+func (r *Rebuilder) once(ctx context.Context, build func(context.Context, LXD, Spec, Options) (Result, error), img Rebuild) {
 	log := r.Log.With().Str("component", "image").Str("image", img.Spec.Name).Logger()
 	began := time.Now()
 	res, err := build(ctx, r.Client, img.Spec, img.Options)

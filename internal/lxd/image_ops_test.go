@@ -10,9 +10,14 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
 )
+
+// Client is what image builds take. The check is here because lxd itself
+// imports nothing of ours but fleet.
+var _ image.LXD = (*lxd.Client)(nil)
 
 // TestImageOps covers the calls image builds use, on a busybox instance:
 // launch (not ephemeral), exec, push, stop, publish and alias moves.

@@ -1,8 +1,9 @@
 // Package lxd is a thin wrapper over LXD's Go client: it creates, deletes
 // and lists the service's ephemeral runner instances (instances.go, which
 // satisfies fleet.Instances; labels.go alone knows how their labels are
-// stored), and does the image, profile and exec calls that image builds
-// use (image_ops.go).
+// stored), and does the calls that image builds use: launch, exec and
+// file push (exec.go), images and aliases (images.go), and profiles
+// (profiles.go).
 package lxd
 
 import (
@@ -121,6 +122,16 @@ func (c *Client) waitOrPoll(ctx context.Context, op lxdclient.Operation) error {
 			return nil
 		}
 	}
+}
+
+// opMetadata returns the metadata of a finished operation as LXD has it
+// now: wait may have learnt the end by polling, in which case op itself
+// still holds the metadata from its start.
+func opMetadata(s lxdclient.InstanceServer, op lxdclient.Operation, id string) map[string]any {
+	if got, _, err := s.GetOperation(id); err == nil && got.StatusCode.IsFinal() {
+		return got.Metadata
+	}
+	return op.Get().Metadata
 }
 
 // Ping checks that the server answers.
