@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
@@ -228,14 +227,10 @@ func (a *App) stateSource() metrics.StateSnapshot {
 		return out
 	}
 	now := a.clock.Now()
-	pools := a.sched.Config().Pools
-	names := make([]string, 0, len(pools))
-	for _, p := range pools {
-		names = append(names, p.Name)
+	for _, p := range a.sched.Config().Pools {
 		out.Jobs[[2]string{p.Name, string(fleet.JobQueued)}] = 0 // zeros, so graphs show them
 		out.OldestQueuedAge[p.Name] = 0
 	}
-	sort.Strings(names)
 	for _, j := range snap.queued {
 		out.Jobs[[2]string{j.Pool, string(fleet.JobQueued)}]++
 		if age := now.Sub(j.QueuedAt); age > out.OldestQueuedAge[j.Pool] {

@@ -37,12 +37,14 @@ func Prune(ctx context.Context, c ImageStore, name string, keep int) ([]string, 
 		if img.Fingerprint == current {
 			continue
 		}
+		// A failed delete counts too: the image stays and is tried again
+		// next time, and a newer one is not deleted in its place.
+		excess--
 		if err := c.DeleteImage(ctx, img.Fingerprint); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		pruned = append(pruned, img.Fingerprint)
-		excess--
 	}
 	return pruned, errors.Join(errs...)
 }
