@@ -7,13 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 )
-
-// adminNow is the clock for "waiting so far"; tests set it.
-var adminNow = time.Now
 
 // adminPrint prints an API answer for people.
 func adminPrint(w io.Writer, cmd string, body []byte) error {
@@ -113,7 +109,7 @@ func adminPrintStatus(w io.Writer, st admin.Status) error {
 }
 
 // adminPrintJobs prints a job table. A queued job's wait is how long it has
-// waited so far.
+// waited so far, by the service's clock.
 func adminPrintJobs(w io.Writer, jobs []admin.Job, long bool) error {
 	tw := adminTable(w, 2)
 	hdr := "JOB\tPOOL\tSTATE\tWAIT\tBOOT\tRUN\tREPO\tRUNNER\tREASON"
@@ -121,12 +117,8 @@ func adminPrintJobs(w io.Writer, jobs []admin.Job, long bool) error {
 		hdr = "JOB\tQUEUED\tPOOL\tSTATE\tWAIT\tBOOT\tRUN\tREPO\tLABELS\tRUNNER\tREASON"
 	}
 	fmt.Fprintln(tw, hdr)
-	now := adminNow()
 	for _, j := range jobs {
 		wait := j.Wait
-		if wait == 0 && j.State == "queued" && !j.QueuedAt.IsZero() {
-			wait = now.Sub(j.QueuedAt)
-		}
 		state := j.State
 		if j.Conclusion != "" {
 			state += " (" + j.Conclusion + ")"
@@ -159,8 +151,8 @@ func adminPrintJob(w io.Writer, d admin.JobDetail) error {
 		fmt.Fprintf(tw, "  reason:\t%s\n", d.Reason)
 	}
 	wait := adminDur(d.Wait)
-	if d.Wait == 0 && d.State == "queued" && !d.QueuedAt.IsZero() {
-		wait = admin.FormatDuration(adminNow().Sub(d.QueuedAt)) + " so far"
+	if d.State == "queued" && d.Wait > 0 {
+		wait += " so far"
 	}
 	fmt.Fprintf(tw, "  time:\twait %s, boot %s, run %s\n", wait, adminDur(d.Boot), adminDur(d.Run))
 	fmt.Fprintf(tw, "  queued:\t%s\n", adminStamp(d.QueuedAt))

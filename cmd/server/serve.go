@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
@@ -80,7 +81,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if len(cfg.Rebuilds) > 0 {
 		// Background rebuilds; new launches use a new image as soon as its
 		// alias moves, and idle runners on the old one are recycled.
-		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Log: log,
+		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Clock: fleet.WallClock, Log: log,
 			Built: func(name string, at time.Time) {
 				if err := a.RecycleIdle(ctx, name, at); err != nil {
 					log.Error().Err(err).Str("image", name).Msg("recycle idle runners")

@@ -73,8 +73,9 @@ type Job struct {
 	StartedAt   time.Time `json:"started_at,omitzero"`
 	CompletedAt time.Time `json:"completed_at,omitzero"`
 	// Where its time went, zero when unknown. Wait: queued until the runner
-	// launched for it started; Boot: from then until in progress; Run: in
-	// progress until completed. In JSON, integer nanoseconds.
+	// that took it was launched (for a job still queued: so far, by the
+	// service's clock); Boot: from then until in progress; Run: in progress
+	// until completed. In JSON, integer nanoseconds.
 	Wait time.Duration `json:"wait_ns,omitzero"`
 	Boot time.Duration `json:"boot_ns,omitzero"`
 	Run  time.Duration `json:"run_ns,omitzero"`

@@ -23,6 +23,7 @@ type Options struct {
 	// Token, when set, is required on every request as
 	// "Authorization: Bearer TOKEN".
 	Token string
+	Clock fleet.Clock // the status page's "ago"; nil: the wall clock
 	Log   zerolog.Logger
 }
 
@@ -33,8 +34,9 @@ const (
 )
 
 type handler struct {
-	b   Backend
-	log zerolog.Logger
+	b     Backend
+	clock fleet.Clock
+	log   zerolog.Logger
 }
 
 // NewHandler serves the admin API and the status page:
@@ -50,7 +52,10 @@ type handler struct {
 // Errors are {"error": "..."} with 400, 401, 403 (cross-origin, or a
 // non-loopback Host without a token), 404, 405 or 500.
 func NewHandler(b Backend, opts Options) http.Handler {
-	h := &handler{b: b, log: opts.Log.With().Str("component", "admin").Logger()}
+	if opts.Clock == nil {
+		opts.Clock = fleet.WallClock
+	}
+	h := &handler{b: b, clock: opts.Clock, log: opts.Log.With().Str("component", "admin").Logger()}
 	r := chi.NewRouter()
 	if opts.Token != "" {
 		r.Use(requireToken(opts.Token))

@@ -51,7 +51,7 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := pageTmpl.Execute(&buf, newPageData(st, time.Now())); err != nil {
+	if err := pageTmpl.Execute(&buf, newPageData(st, h.clock.Now())); err != nil {
 		h.log.Error().Err(err).Msg("render status page")
 		http.Error(w, "render status page", http.StatusInternalServerError)
 		return
@@ -89,6 +89,9 @@ func newJobRow(j Job, now time.Time) jobRow {
 	}
 	// Negative durations (clock skew between GitHub and us) count as zero.
 	wait, boot, run := max(j.Wait, 0), max(j.Boot, 0), max(j.Run, 0)
+	if j.State == "queued" {
+		wait = 0 // still growing: the age says it; bars are for settled times
+	}
 	total := wait + boot + run
 	row.HasTiming = total > 0
 	row.Total = FormatDuration(total)

@@ -152,7 +152,7 @@ func New(cfg Config, d Deps) (*App, error) {
 	}
 	a.mux = r
 	if cfg.AdminListen != "" {
-		ah := admin.NewHandler(backend{a: a}, admin.Options{Token: cfg.AdminToken, Log: log})
+		ah := admin.NewHandler(backend{a: a}, admin.Options{Token: cfg.AdminToken, Clock: d.Clock, Log: log})
 		am := http.NewServeMux()
 		am.Handle("/", ah)
 		am.HandleFunc("GET /readyz", a.ready.ServeHTTP)

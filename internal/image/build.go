@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
@@ -22,7 +23,7 @@ type Options struct {
 	Compression  string        // LXD's publish compression; "" server default, "none" fastest
 	ReadyTimeout time.Duration // wait for systemd in the builder; default 2m
 	StopTimeout  time.Duration // clean shutdown before publish; default 1m
-	Now          func() time.Time
+	Clock        fleet.Clock   // stamps the build; nil: the wall clock
 }
 
 func (o Options) withDefaults() Options {
@@ -38,8 +39,8 @@ func (o Options) withDefaults() Options {
 	if o.StopTimeout == 0 {
 		o.StopTimeout = time.Minute
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = fleet.WallClock
 	}
 	return o
 }
@@ -94,7 +95,7 @@ func Build(ctx context.Context, c LXD, spec Spec, opts Options) (res Result, err
 	}
 	defer os.Remove(tarball)
 
-	now := opts.Now().UTC()
+	now := opts.Clock.Now().UTC()
 	builder := spec.Name + "-build-" + suffix()
 	logf("launching builder %s from %s (%s)", builder, spec.Source, short(src.Fingerprint))
 	if err := c.Launch(ctx, lxd.LaunchSpec{Name: builder, Image: src.Fingerprint, Type: spec.Type, Profiles: opts.Profiles}); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 )
 
 // The tests here run Build against fakeLXD: no daemon, milliseconds each.
@@ -17,7 +19,7 @@ import (
 var fakeNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 func fakeOpts(t *testing.T) Options {
-	return Options{Log: testLog{t}, Now: func() time.Time { return fakeNow }}
+	return Options{Log: testLog{t}, Clock: fleettest.NewClock(fakeNow)}
 }
 
 // TestBuildFake builds into the fake and checks what it was asked: the

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/rs/zerolog"
 )
 
@@ -30,17 +31,15 @@ type Rebuilder struct {
 	// Built is called after an image's alias moved to a new build, so that
 	// idle runners on the old image can be recycled.
 	Built func(name string, at time.Time)
+	Clock fleet.Clock // the schedule, and each build's stamp; nil: the wall clock
 	Log   zerolog.Logger
-	// build is Build; tests replace it.
-	build func(context.Context, LXD, Spec, Options) (Result, error)
 }
 
 // Run rebuilds each image every Every until ctx ends. The first rebuild
 // comes one interval after start: a restart does not rebuild everything.
 func (r *Rebuilder) Run(ctx context.Context) error {
-	build := r.build
-	if build == nil {
-		build = Build
+	if r.Clock == nil {
+		r.Clock = fleet.WallClock
 	}
 	var wg sync.WaitGroup
 	for _, img := range r.Images {
@@ -50,15 +49,15 @@ func (r *Rebuilder) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(img.Every)
+			tick := r.Clock.NewTicker(img.Every)
 			defer tick.Stop()
 			for {
 				select {
 				case <-ctx.Done():
 					return
-				case <-tick.C:
+				case <-tick.C():
 				}
-				r.once(ctx, build, img)
+				r.once(ctx, img)
 			}
 		}()
 	}
@@ -66,10 +65,14 @@ func (r *Rebuilder) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Rebuilder) once(ctx context.Context, build func(context.Context, LXD, Spec, Options) (Result, error), img Rebuild) {
+func (r *Rebuilder) once(ctx context.Context, img Rebuild) {
 	log := r.Log.With().Str("component", "image").Str("image", img.Spec.Name).Logger()
-	began := time.Now()
-	res, err := build(ctx, r.Client, img.Spec, img.Options)
+	began := r.Clock.Now()
+	opts := img.Options
+	if opts.Clock == nil {
+		opts.Clock = r.Clock
+	}
+	res, err := Build(ctx, r.Client, img.Spec, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return // shutting down

@@ -51,13 +51,7 @@ func TestRebuilderSchedulesAndReports(t *testing.T) {
 		}
 		return healthyExec(ctx, inst, argv)
 	}
-	now := fakeNow
-	tick := func() time.Time { // a second a build: versioned aliases differ
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(time.Second)
-		return now
-	}
+	clock := fleettest.NewClock(fakeNow)
 	never := spec
 	never.Name = "never"
 
@@ -67,8 +61,8 @@ func TestRebuilderSchedulesAndReports(t *testing.T) {
 	r := &Rebuilder{
 		Client: f,
 		Images: []Rebuild{
-			{Spec: spec, Every: 10 * time.Millisecond, Options: Options{Now: tick}},
-			{Spec: never, Options: Options{Now: tick}},
+			{Spec: spec, Every: time.Second}, // a second a build: versioned aliases differ
+			{Spec: never},
 		},
 		Metrics: rec,
 		Built: func(name string, _ time.Time) {
@@ -76,7 +70,8 @@ func TestRebuilderSchedulesAndReports(t *testing.T) {
 			built = append(built, name)
 			mu.Unlock()
 		},
-		Log: zerolog.New(logs),
+		Clock: clock,
+		Log:   zerolog.New(logs),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -90,6 +85,7 @@ func TestRebuilderSchedulesAndReports(t *testing.T) {
 			defer rec.mu.Unlock()
 			t.Fatalf("builds counted: %v", rec.got)
 		}
+		clock.Advance(time.Second) // the next scheduled rebuild, once the last is done
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()

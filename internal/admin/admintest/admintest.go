@@ -41,7 +41,7 @@ func New() *Backend {
 		{ID: 1004, Repo: "acme/web", State: "ignored", Reason: "no pool matches the job's labels",
 			Labels: []string{"ubuntu-latest"}, QueuedAt: T0.Add(3 * time.Minute)},
 		{ID: 1003, Pool: "gpu", Repo: "acme/ml", State: "queued", Reason: "pool gpu is draining",
-			Labels: []string{"self-hosted", "gpu"}, QueuedAt: T0.Add(2 * time.Minute)},
+			Labels: []string{"self-hosted", "gpu"}, QueuedAt: T0.Add(2 * time.Minute), Wait: 192 * time.Second},
 		{ID: 1002, Pool: "linux", Repo: "acme/api", State: "in_progress", Runner: "gha-linux-2b7c91d0",
 			Labels: []string{"self-hosted", "linux"}, QueuedAt: T0.Add(time.Minute),
 			StartedAt: T0.Add(time.Minute + 9*time.Second), Wait: 4 * time.Second, Boot: 5 * time.Second},
