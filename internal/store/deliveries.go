@@ -84,13 +84,7 @@ func (s *Store) commit(batch []writeReq) {
 	err := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		// The store's own durability (FULL: an fsync before the 202).
-		return s.withSync(ctx, s.sync, func(conn *sql.Conn) error {
-			tx, err := conn.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback()
+		return s.d.record(ctx, s.db, func(tx *sql.Tx) error {
 			stmt := tx.StmtContext(ctx, s.stmts[insertDelivery])
 			defer stmt.Close()
 			for i, r := range batch {
@@ -106,7 +100,7 @@ func (s *Store) commit(batch []writeReq) {
 				}
 				fresh[i] = n == 1
 			}
-			return tx.Commit()
+			return nil
 		})
 	}()
 	if err != nil {

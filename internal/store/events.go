@@ -13,7 +13,7 @@ func (t *Tx) AddEvent(jobID int64, at time.Time, kind, detail string) error {
 	if jobID == 0 {
 		return nil
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO job_events (job_id, at, kind, detail) VALUES (?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT INTO job_events (job_id, at, kind, detail) VALUES (?, ?, ?, ?)`,
 		jobID, ms(at), kind, detail)
 	if err != nil {
 		return fmt.Errorf("add event to job %d: %w", jobID, err)
@@ -23,7 +23,7 @@ func (t *Tx) AddEvent(jobID int64, at time.Time, kind, detail string) error {
 
 // Events returns a job's timeline, oldest first.
 func (t *Tx) Events(jobID int64) ([]fleet.Event, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT job_id, at, kind, detail FROM job_events WHERE job_id = ? ORDER BY id`, jobID)
+	rows, err := t.query(`SELECT job_id, at, kind, detail FROM job_events WHERE job_id = ? ORDER BY id`, jobID)
 	return collect(fmt.Sprintf("job %d events", jobID), rows, err, func(row scanner) (fleet.Event, error) {
 		var e fleet.Event
 		var at int64
@@ -45,7 +45,7 @@ func (t *Tx) Prune(before time.Time) (int64, error) {
 		`DELETE FROM deliveries WHERE applied = 1 AND received_at < ?`,
 		`DELETE FROM runners WHERE state IN ('deleted', 'failed') AND created_at < ?`,
 	} {
-		res, err := t.tx.ExecContext(t.ctx, q, cut)
+		res, err := t.exec(q, cut)
 		if err != nil {
 			return n, fmt.Errorf("prune: %w", err)
 		}

@@ -80,16 +80,8 @@ func (t *Tx) jobs(query string, args ...any) ([]fleet.Job, error) {
 
 // JobOrgs returns the organizations whose jobs were routed to a pool.
 func (t *Tx) JobOrgs() ([]fleet.Org, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
+	rows, err := t.query(`SELECT DISTINCT installation_id, org FROM jobs WHERE pool != '' ORDER BY org`)
 	return collect("job orgs", rows, err, scanOrg)
-}
-
-// limit turns "no limit" (0 or less) into SQLite's.
-func limit(n int) int {
-	if n <= 0 {
-		return -1
-	}
-	return n
 }
 
 const (

@@ -8,7 +8,7 @@ func (t *Tx) SetDrained(pool string, drained bool) error {
 	if drained {
 		q = `INSERT INTO drained_pools (name) VALUES (?) ON CONFLICT (name) DO NOTHING`
 	}
-	if _, err := t.tx.ExecContext(t.ctx, q, pool); err != nil {
+	if _, err := t.exec(q, pool); err != nil {
 		return fmt.Errorf("drain pool %s: %w", pool, err)
 	}
 	return nil
@@ -16,7 +16,7 @@ func (t *Tx) SetDrained(pool string, drained bool) error {
 
 // Drained returns the drained pools.
 func (t *Tx) Drained() (map[string]bool, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name FROM drained_pools`)
+	rows, err := t.query(`SELECT name FROM drained_pools`)
 	names, err := collect("drained pools", rows, err, func(row scanner) (string, error) {
 		var n string
 		return n, row.Scan(&n)

@@ -56,14 +56,14 @@ func (t *Tx) LiveRunners() ([]fleet.Runner, error) {
 
 // Runners lists all runners, newest first, at most limit.
 func (t *Tx) Runners(n int) ([]fleet.Runner, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT `+runnerColumns+` FROM runners
+	rows, err := t.query(`SELECT `+runnerColumns+` FROM runners
 		ORDER BY created_at DESC, name DESC LIMIT ?`, limit(n))
 	return collect("list runners", rows, err, scanRunner)
 }
 
 // RunnerOrgs returns the organizations runners were launched for.
 func (t *Tx) RunnerOrgs() ([]fleet.Org, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT installation_id, org FROM runners ORDER BY org`)
+	rows, err := t.query(`SELECT DISTINCT installation_id, org FROM runners ORDER BY org`)
 	return collect("orgs", rows, err, scanOrg)
 }
 

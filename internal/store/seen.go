@@ -38,7 +38,7 @@ func (s *Store) seenIn(ctx context.Context, guids []string, seen map[string]bool
 		args[i] = g
 	}
 	q := `SELECT delivery_id FROM deliveries WHERE delivery_id IN (?` + strings.Repeat(`, ?`, len(guids)-1) + `)`
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.db.QueryContext(ctx, s.d.bind(q), args...)
 	if err != nil {
 		return err
 	}

@@ -8,9 +8,10 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-func TestSeenDeliveries(t *testing.T) {
-	st := open(t, t.TempDir())
-	defer st.Close()
+func TestSeenDeliveries(t *testing.T) { eachBackend(t, testSeenDeliveries) }
+
+func testSeenDeliveries(t *testing.T, open func() *Store) {
+	st := open()
 	ctx := context.Background()
 
 	got, err := st.SeenDeliveries(ctx, nil)

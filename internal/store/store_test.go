@@ -13,7 +13,7 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-func open(t *testing.T, dir string) *Store {
+func openSQLite(t *testing.T, dir string) *Store {
 	t.Helper()
 	st, err := Open(context.Background(), dir, Options{})
 	if err != nil {
@@ -22,9 +22,10 @@ func open(t *testing.T, dir string) *Store {
 	return st
 }
 
-func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
-	dir := t.TempDir()
-	st := open(t, dir)
+func TestRecordDedupesAndSurvivesReopen(t *testing.T) { eachBackend(t, testRecordDedupesAndSurvivesReopen) }
+
+func testRecordDedupesAndSurvivesReopen(t *testing.T, open func() *Store) {
+	st := open()
 	ctx := context.Background()
 	d := fleet.Delivery{DeliveryID: "abc", Action: "queued", JobID: 1, Labels: []string{"self-hosted", "ünïcode"}, ReceivedAt: time.Now()}
 	fresh, err := st.Record(ctx, d)
@@ -36,8 +37,7 @@ func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
 	}
 	st.Close()
 
-	st = open(t, dir)
-	defer st.Close()
+	st = open()
 	if fresh, err = st.Record(ctx, d); err != nil || fresh {
 		t.Fatalf("after reopen: fresh=%v err=%v", fresh, err)
 	}
@@ -48,9 +48,10 @@ func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
 	}
 }
 
-func TestGroupCommitUnderConcurrency(t *testing.T) {
-	st := open(t, t.TempDir())
-	defer st.Close()
+func TestGroupCommitUnderConcurrency(t *testing.T) { eachBackend(t, testGroupCommitUnderConcurrency) }
+
+func testGroupCommitUnderConcurrency(t *testing.T, open func() *Store) {
+	st := open()
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -87,7 +88,7 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 
 func TestRefusesNewerSchema(t *testing.T) {
 	dir := t.TempDir()
-	st := open(t, dir)
+	st := openSQLite(t, dir)
 	st.Close()
 	db, err := sql.Open("sqlite", "file:"+dir+"/state.db")
 	if err != nil {
@@ -109,9 +110,10 @@ func TestRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestPruneKeepsWhatIsStillNeeded(t *testing.T) {
-	st := open(t, t.TempDir())
-	defer st.Close()
+func TestPruneKeepsWhatIsStillNeeded(t *testing.T) { eachBackend(t, testPruneKeepsWhatIsStillNeeded) }
+
+func testPruneKeepsWhatIsStillNeeded(t *testing.T, open func() *Store) {
+	st := open()
 	ctx := context.Background()
 	old := time.Now().Add(-10 * 24 * time.Hour)
 	err := st.Update(ctx, func(tx fleet.Tx) error {

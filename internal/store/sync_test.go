@@ -40,7 +40,7 @@ func TestSynchronousPerWrite(t *testing.T) {
 		return inside
 	}
 
-	st := open(t, t.TempDir())
+	st := openSQLite(t, t.TempDir())
 	defer st.Close()
 	if n := update(t, st); n != 1 {
 		t.Fatalf("Update ran with synchronous=%d, want 1 (NORMAL)", n)

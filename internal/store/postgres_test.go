@@ -1,0 +1,70 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store/pgtest"
+)
+
+// Two replicas on one database take the same deliveries at once, as when
+// GitHub's delivery and its redelivery land on different replicas: each is
+// recorded once, and exactly one replica is told it was fresh.
+func TestTwoReplicasRecordEachDeliveryOnce(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	a := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	b := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	const n = 1000
+	var fresh atomic.Int64
+	var wg sync.WaitGroup
+	for _, st := range []*Store{a, b, a, b} {
+		wg.Go(func() {
+			for i := range n {
+				f, err := st.Record(ctx, fleet.Delivery{DeliveryID: fmt.Sprint("d", i), Action: fleet.ActionQueued, JobID: int64(i)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if f {
+					fresh.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := a.CountDeliveries(ctx); err != nil || got != n || fresh.Load() != n {
+		t.Fatalf("stored %d (%v), fresh %d; want %d each", got, err, fresh.Load(), n)
+	}
+}
+
+func TestPostgresRefusesNewerSchema(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	mustOpen(t)(OpenPostgres(ctx, url, "", Options{})).Close()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO schema_version (version) VALUES (99)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPostgres(ctx, url, "", Options{}); !errors.Is(err, errNewerSchema) {
+		t.Fatalf("open = %v, want a refusal", err)
+	}
+}
+
+func TestPostgresBadURLKeepsThePasswordOut(t *testing.T) {
+	_, err := OpenPostgres(context.Background(), "postgres://u:s3cr3t@h:notaport/db", "", Options{})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("err = %v: want an error without the password", err)
+	}
+}
