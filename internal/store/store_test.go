@@ -22,7 +22,9 @@ func openSQLite(t *testing.T, dir string) *Store {
 	return st
 }
 
-func TestRecordDedupesAndSurvivesReopen(t *testing.T) { eachBackend(t, testRecordDedupesAndSurvivesReopen) }
+func TestRecordDedupesAndSurvivesReopen(t *testing.T) {
+	eachBackend(t, testRecordDedupesAndSurvivesReopen)
+}
 
 func testRecordDedupesAndSurvivesReopen(t *testing.T, open func() *Store) {
 	st := open()
