@@ -24,12 +24,14 @@ type Ticker interface {
 	Stop()
 }
 
-// WallClock is the real clock, in UTC.
+// WallClock is the real clock. Its times keep their monotonic reading, so
+// that the time between two of them survives a step of the wall clock:
+// the leader's lease is measured that way.
 var WallClock Clock = wallClock{}
 
 type wallClock struct{}
 
-func (wallClock) Now() time.Time                         { return time.Now().UTC() }
+func (wallClock) Now() time.Time                         { return time.Now() }
 func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 func (wallClock) NewTicker(d time.Duration) Ticker       { return wallTicker{time.NewTicker(d)} }
 

@@ -48,3 +48,8 @@ const (
 	// KeyJITConfig holds the runner's single-use JIT config.
 	KeyJITConfig = "user.runner.jitconfig"
 )
+
+// ErrNotLeader is returned for a write or an outside call made by a
+// replica that does not hold the leadership (any more): only the leader
+// decides and acts.
+var ErrNotLeader = errors.New("not the leader")

@@ -1,0 +1,106 @@
+package leader
+
+import (
+	"context"
+	"crypto/rand"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+var randRead = rand.Read
+
+// Guard returns a context for one outside call that ends before the lease
+// could lapse, or fleet.ErrNotLeader when this replica does not lead: for
+// outside calls of the leader's other than through Instances and GitHub.
+func (e *Elector) Guard(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	return e.guard(ctx)
+}
+
+// Instances guards inner: each call is made only while this replica leads
+// and never outlives the lease.
+func (e *Elector) Instances(inner fleet.Instances) fleet.Instances { return guardedInstances{e, inner} }
+
+// GitHub guards inner likewise.
+func (e *Elector) GitHub(inner fleet.GitHub) fleet.GitHub { return guardedGitHub{e, inner} }
+
+type guardedInstances struct {
+	e     *Elector
+	inner fleet.Instances
+}
+
+func (g guardedInstances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.Create(ctx, spec)
+}
+
+func (g guardedInstances) Delete(ctx context.Context, name string) error {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.Delete(ctx, name)
+}
+
+func (g guardedInstances) List(ctx context.Context) ([]fleet.Instance, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return nil, err
+	}
+	return g.inner.List(ctx)
+}
+
+func (g guardedInstances) Get(ctx context.Context, name string) (fleet.Instance, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return fleet.Instance{}, err
+	}
+	return g.inner.Get(ctx, name)
+}
+
+type guardedGitHub struct {
+	e     *Elector
+	inner fleet.GitHub
+}
+
+func (g guardedGitHub) GenerateJITConfig(ctx context.Context, req fleet.JITRequest) (fleet.JITRunner, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return fleet.JITRunner{}, err
+	}
+	return g.inner.GenerateJITConfig(ctx, req)
+}
+
+func (g guardedGitHub) Runner(ctx context.Context, installationID int64, org string, runnerID int64) (fleet.RunnerStatus, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return fleet.RunnerStatus{}, err
+	}
+	return g.inner.Runner(ctx, installationID, org, runnerID)
+}
+
+func (g guardedGitHub) RemoveRunner(ctx context.Context, installationID int64, org string, runnerID int64) error {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.RemoveRunner(ctx, installationID, org, runnerID)
+}
+
+func (g guardedGitHub) ListRunners(ctx context.Context, installationID int64, org string) ([]fleet.RunnerStatus, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return nil, err
+	}
+	return g.inner.ListRunners(ctx, installationID, org)
+}
