@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
@@ -99,6 +100,9 @@ func (s *Store) commit(batch []writeReq) {
 					return err
 				}
 				fresh[i] = n == 1
+			}
+			if slices.Contains(fresh, true) {
+				return s.d.announce(ctx, tx)
 			}
 			return nil
 		})

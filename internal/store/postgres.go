@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // OpenPostgres connects to the PostgreSQL database at url and migrates it.
@@ -41,7 +42,7 @@ func OpenPostgres(ctx context.Context, url, password string, opts Options) (*Sto
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	where := fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
-	s, err := open(ctx, db, postgres{}, opts)
+	s, err := open(ctx, db, postgres{cfg: cfg}, opts)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", where, err)
@@ -49,8 +50,64 @@ func OpenPostgres(ctx context.Context, url, password string, opts Options) (*Sto
 	return s, nil
 }
 
+// Listen calls wake whenever a replica (this one included) records fresh
+// deliveries, until ctx ends. It holds a connection of its own and
+// reconnects after a failure; wake must not block. On SQLite it only
+// waits for ctx: there the one process wakes its scheduler itself.
+func (s *Store) Listen(ctx context.Context, wake func()) error {
+	pg, ok := s.d.(postgres)
+	if !ok {
+		<-ctx.Done()
+		return nil
+	}
+	for failures := 0; ctx.Err() == nil; {
+		err := pg.listen(ctx, wake)
+		if ctx.Err() != nil {
+			break
+		}
+		failures++
+		// Deliveries recorded while nobody listened are still pending; the
+		// scheduler's own tick finds them, and a wake-up costs nothing.
+		wake()
+		_ = fleet.Sleep(ctx, fleet.WallClock, fleet.Backoff(failures, 250*time.Millisecond, 5*time.Second))
+		_ = err // the next attempt tells; readiness reports a lost database
+	}
+	return nil
+}
+
+func (pg postgres) listen(ctx context.Context, wake func()) error {
+	conn, err := pgx.ConnectConfig(ctx, pg.cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		return err
+	}
+	wake() // whatever arrived before we listened
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		wake()
+	}
+}
+
 // postgres is the dialect for several replicas on one database.
-type postgres struct{}
+type postgres struct {
+	cfg *pgx.ConnConfig // for the listener's own connection
+}
+
+// channel is where a replica that recorded fresh deliveries tells the
+// leader, so that it need not poll.
+const channel = "lxd_gha_deliveries"
+
+// announce notifies channel; PostgreSQL delivers it when the transaction
+// commits, and folds repeats within one transaction into one.
+func (postgres) announce(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, channel)
+	return err
+}
 
 func (postgres) name() string         { return "postgres" }
 func (postgres) bind(q string) string { return dollarBind(q) }

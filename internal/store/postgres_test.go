@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store/pgtest"
@@ -66,5 +67,41 @@ func TestPostgresBadURLKeepsThePasswordOut(t *testing.T) {
 	_, err := OpenPostgres(context.Background(), "postgres://u:s3cr3t@h:notaport/db", "", Options{})
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("err = %v: want an error without the password", err)
+	}
+}
+
+// A delivery recorded on one replica wakes the leader listening on
+// another; a duplicate wakes nobody.
+func TestListenWakesOnFreshDeliveries(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	b := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	woken := make(chan struct{}, 16)
+	listening := make(chan struct{})
+	var once sync.Once
+	go b.Listen(ctx, func() {
+		once.Do(func() { close(listening) }) // the first wake-up says it listens
+		woken <- struct{}{}
+	})
+	<-listening
+	<-woken
+	d := fleet.Delivery{DeliveryID: "x1", Action: fleet.ActionQueued, JobID: 1}
+	if _, err := a.Record(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener was not woken by a fresh delivery")
+	}
+	if fresh, err := a.Record(ctx, d); err != nil || fresh {
+		t.Fatalf("duplicate: fresh=%v err=%v", fresh, err)
+	}
+	select {
+	case <-woken:
+		t.Fatal("a duplicate woke the listener")
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -50,8 +50,12 @@ type sqlite struct {
 	versions int    // migrations known to this binary
 }
 
-func (*sqlite) name() string         { return "sqlite" }
-func (*sqlite) bind(q string) string { return q }
+func (*sqlite) name() string { return "sqlite" }
+
+// announce does nothing: one process owns a SQLite state, and it wakes its
+// own scheduler.
+func (*sqlite) announce(context.Context, *sql.Tx) error { return nil }
+func (*sqlite) bind(q string) string                    { return q }
 
 // migrate applies the migrations in order, each in its own transaction,
 // keeping the schema version in PRAGMA user_version.

@@ -66,6 +66,9 @@ type dialect interface {
 	record(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error
 	// ping checks that the database answers and takes writes.
 	ping(ctx context.Context, db *sql.DB) error
+	// announce tells other processes, in the transaction that records
+	// them, that fresh deliveries are pending.
+	announce(ctx context.Context, tx *sql.Tx) error
 }
 
 func open(ctx context.Context, db *sql.DB, d dialect, opts Options) (*Store, error) {
