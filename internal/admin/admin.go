@@ -43,6 +43,16 @@ type Status struct {
 	Ready bool         `json:"ready"`
 	// Checks maps each readiness check to "ok" or what is wrong.
 	Checks map[string]string `json:"checks"`
+	// Leader is set when several replicas share the state.
+	Leader *Leader `json:"leader,omitempty"`
+}
+
+// Leader says which replica leads (decides and acts) and since when.
+type Leader struct {
+	Replica string    `json:"replica"`        // the one answering
+	Leader  string    `json:"leader"`         // empty while none does
+	Since   time.Time `json:"since,omitzero"` // when it took the lead
+	Leading bool      `json:"leading"`        // the one answering leads
 }
 
 // CheckOK is the value of a passing readiness check.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/leader"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
@@ -76,6 +77,27 @@ type Deps struct {
 	Metrics     *metrics.Metrics // nil: no metrics
 	Clock       fleet.Clock      // nil: the wall clock
 	Log         zerolog.Logger
+	// Replicas, when set, makes this process one of several replicas on a
+	// shared state; nil: it is the only one, and always leads.
+	Replicas *Replicas
+	// LeaderTasks run beside the scheduler, while this replica leads
+	// (e.g. scheduled image rebuilds).
+	LeaderTasks []func(context.Context) error
+}
+
+// Replicas is how a replica shares the state with the others. Every
+// replica takes webhooks and answers the admin API; only the one the
+// Elector makes leader decides and acts, writing through Fenced and
+// calling LXD and GitHub through the Elector's guard.
+type Replicas struct {
+	Elector *leader.Elector
+	// Fenced is the state as the leader writes it: each transaction checks
+	// that this replica's lease still holds.
+	Fenced fleet.State
+	// Listen calls wake whenever any replica records fresh deliveries.
+	Listen func(ctx context.Context, wake func()) error
+	// Leader says who leads now, as the shared state has it.
+	Leader func(ctx context.Context) (holder string, since time.Time, err error)
 }
 
 // App is the running service.
@@ -86,10 +108,13 @@ type App struct {
 	redel     *redeliver.Redeliverer // nil when off
 	instances fleet.Instances
 	clock     fleet.Clock
+	replicas  *Replicas // nil: the only replica
 	ready     *readiness
-	mux       http.Handler
-	admin     http.Handler
-	log       zerolog.Logger
+
+	leaderTasks []func(context.Context) error
+	mux         http.Handler
+	admin       http.Handler
+	log         zerolog.Logger
 }
 
 // New builds the service.
@@ -112,8 +137,16 @@ func New(cfg Config, d Deps) (*App, error) {
 		inst = metrics.InstrumentInstances(inst, d.Metrics)
 		schedMetrics, hookMetrics = d.Metrics, d.Metrics
 	}
+	// What the leader decides and does goes through these.
+	leadState, leadInst, leadGH, leadDeliveries := d.State, inst, d.GitHub, d.Deliveries
+	if r := d.Replicas; r != nil {
+		leadState, leadInst, leadGH = r.Fenced, r.Elector.Instances(inst), r.Elector.GitHub(d.GitHub)
+		if d.Deliveries != nil {
+			leadDeliveries = guardedDeliveries{r.Elector, d.Deliveries}
+		}
+	}
 	sched, err := scheduler.New(cfg.Scheduler, scheduler.Deps{
-		State: d.State, Instances: inst, GitHub: d.GitHub, Metrics: schedMetrics, Clock: d.Clock, Log: log,
+		State: leadState, Instances: leadInst, GitHub: leadGH, Metrics: schedMetrics, Clock: d.Clock, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -126,18 +159,23 @@ func New(cfg Config, d Deps) (*App, error) {
 	}
 	var redel *redeliver.Redeliverer
 	if d.Deliveries != nil {
-		redel, err = redeliver.New(cfg.Redeliver, d.Deliveries, d.State, d.Clock, log)
+		redel, err = redeliver.New(cfg.Redeliver, leadDeliveries, d.State, d.Clock, log)
 		if err != nil {
 			return nil, err
 		}
 	}
 	a := &App{
 		cfg: cfg, st: d.State, sched: sched, redel: redel, instances: inst, clock: d.Clock,
+		replicas: d.Replicas, leaderTasks: d.LeaderTasks,
 		ready: newReadiness(d.State, d.Clock, d.CheckLXD, d.CheckGitHub),
 		log:   log.With().Str("component", "app").Logger(),
 	}
+	a.ready.leader = a.leaderStatus
 	if d.Metrics != nil {
 		d.Metrics.SetStateSource(a.stateSource)
+		if d.Replicas == nil {
+			d.Metrics.LeaderRole(true) // the only replica always leads
+		}
 	}
 
 	r := chi.NewRouter()
@@ -216,9 +254,78 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 			return admin.Serve(gctx, adminLn, a.admin)
 		})
 	}
+	if a.replicas == nil {
+		g.Go(func() error { return a.lead(gctx) })
+	} else {
+		g.Go(func() error { return a.replicas.Elector.Run(gctx, a.lead) })
+		g.Go(func() error { return a.replicas.Listen(gctx, a.sched.Notify) })
+	}
+	return g.Wait()
+}
+
+// lead decides and acts until ctx ends: the scheduler, the redeliverer and
+// the leader's other tasks. With replicas it runs for each term of this
+// replica's leadership, and a new term starts from the state as a restart
+// does (launches cut short are adopted or torn down).
+func (a *App) lead(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.sched.Run(gctx) })
 	if a.redel != nil {
 		g.Go(func() error { return a.redel.Run(gctx) })
 	}
+	for _, task := range a.leaderTasks {
+		g.Go(func() error { return task(gctx) })
+	}
 	return g.Wait()
+}
+
+// guardedDeliveries makes the redeliverer's calls only while this replica
+// leads.
+type guardedDeliveries struct {
+	e     *leader.Elector
+	inner redeliver.Deliveries
+}
+
+func (g guardedDeliveries) AppDeliveries(ctx context.Context, since time.Time) ([]fleet.AppDelivery, error) {
+	ctx, cancel, err := g.e.Guard(ctx)
+	defer cancel()
+	if err != nil {
+		return nil, err
+	}
+	return g.inner.AppDeliveries(ctx, since)
+}
+
+func (g guardedDeliveries) Redeliver(ctx context.Context, id int64) error {
+	ctx, cancel, err := g.e.Guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.Redeliver(ctx, id)
+}
+
+// LeaderStatus says which replica leads and since when.
+type LeaderStatus struct {
+	Replica string    `json:"replica"`        // this one
+	Leader  string    `json:"leader"`         // the one that leads; empty when none does
+	Since   time.Time `json:"since,omitzero"` // when it took the lead
+	Leading bool      `json:"leading"`        // this one leads
+}
+
+// leaderStatus is nil for a lone replica.
+func (a *App) leaderStatus(ctx context.Context) *LeaderStatus {
+	r := a.replicas
+	if r == nil {
+		return nil
+	}
+	st := &LeaderStatus{Replica: r.Elector.Holder()}
+	st.Leading, st.Since = r.Elector.Status()
+	if st.Leading {
+		st.Leader = st.Replica
+		return st
+	}
+	if holder, since, err := r.Leader(ctx); err == nil {
+		st.Leader, st.Since = holder, since
+	}
+	return st
 }

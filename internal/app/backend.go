@@ -79,7 +79,11 @@ func (b backend) Status(ctx context.Context) (admin.Status, error) {
 		return admin.Status{}, err
 	}
 	ready, checks := b.a.ready.check(ctx)
-	return admin.Status{Pools: pools, Jobs: jobs, Ready: ready, Checks: checks}, nil
+	st := admin.Status{Pools: pools, Jobs: jobs, Ready: ready, Checks: checks}
+	if l := b.a.leaderStatus(ctx); l != nil {
+		st.Leader = &admin.Leader{Replica: l.Replica, Leader: l.Leader, Since: l.Since, Leading: l.Leading}
+	}
+	return st, nil
 }
 
 func (b backend) Jobs(ctx context.Context, f admin.JobFilter) ([]admin.Job, error) {
@@ -188,12 +192,19 @@ func (b backend) Job(ctx context.Context, id int64) (admin.JobDetail, error) {
 	return d, err
 }
 
+// SetDrain stops (or resumes) launches in a pool; any replica may, since
+// the drained pools are the operator's, not the leader's. Runners already
+// running finish their jobs. It is kept across restarts.
 func (b backend) SetDrain(ctx context.Context, pool string, drain bool) error {
-	err := b.a.sched.SetDrain(ctx, pool, drain)
-	if errors.Is(err, scheduler.ErrUnknownPool) {
-		return fmt.Errorf("%w: %w", admin.ErrBadRequest, err)
+	if b.a.pool(pool) == nil {
+		return fmt.Errorf("%w: unknown pool %q", admin.ErrBadRequest, pool)
 	}
-	return err
+	if err := b.a.st.Update(ctx, func(tx fleet.Tx) error { return tx.SetDrained(pool, drain) }); err != nil {
+		return err
+	}
+	b.a.log.Info().Str("pool", pool).Bool("drained", drain).Msg("pool drain changed")
+	b.a.sched.Notify()
+	return nil
 }
 
 func (b backend) DeleteInstance(ctx context.Context, name string) error {

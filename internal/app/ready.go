@@ -21,6 +21,9 @@ type readiness struct {
 	clock       fleet.Clock
 	checkLXD    func(context.Context) error
 	checkGitHub func(context.Context, int64) error
+	// leader says who leads; nil for a lone replica. Not a check: a
+	// follower is as ready to take webhooks as the leader.
+	leader func(context.Context) *LeaderStatus
 
 	mu     sync.Mutex
 	at     time.Time
@@ -88,8 +91,13 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
+	var leader *LeaderStatus
+	if r.leader != nil {
+		leader = r.leader(req.Context())
+	}
 	_ = json.NewEncoder(w).Encode(struct {
 		Ready  bool              `json:"ready"`
 		Checks map[string]string `json:"checks"`
-	}{ok, checks})
+		Leader *LeaderStatus     `json:"leader,omitempty"`
+	}{ok, checks, leader})
 }

@@ -280,6 +280,7 @@ func TestPrometheusAlerts(t *testing.T) {
 		metrics.GitHubRateLimitRemaining,
 		metrics.LaunchesTotal + `{result="error"}`,
 		`up{job="lxd-gha-autoscaler"} == 0`,
+		metrics.LeaderRole,
 	} {
 		found := false
 		for _, expr := range alerts {

@@ -67,6 +67,10 @@ type Metrics struct {
 	ghDuration  *prometheus.HistogramVec
 	ghRateLimit *prometheus.GaugeVec // no labels: a vector so that it is absent until GitHub first tells
 
+	leader        prometheus.Gauge
+	leaderChanges prometheus.Counter
+	renewals      *prometheus.CounterVec
+
 	lxdOps      *prometheus.CounterVec
 	lxdDuration *prometheus.HistogramVec
 	lxdLastOK   atomic.Int64 // unix nanoseconds of the last successful LXD call; 0: never
@@ -103,6 +107,10 @@ func New(version string) *Metrics {
 		ghRequests:  f.counterVec(GitHubRequestsTotal, "GitHub API HTTP attempts, by route, method and status code (\"error\": no answer).", "endpoint", "method", "status"),
 		ghDuration:  f.histogramVec(GitHubRequestDurationSeconds, "Time to GitHub's response headers, per attempt.", githubBuckets, "endpoint"),
 		ghRateLimit: f.gaugeVec(GitHubRateLimitRemaining, "X-RateLimit-Remaining of the last GitHub answer that carried it."),
+
+		leader:        f.gauge(LeaderRole, "1 while this replica leads (decides and acts), else 0."),
+		leaderChanges: f.counter(LeaderChangesTotal, "Terms of leadership this replica started."),
+		renewals:      f.counterVec(LeaseRenewalsTotal, "Renewals of this replica's lease, by result (ok, error, lost).", "result"),
 
 		lxdOps:      f.counterVec(LXDOperationsTotal, "LXD operations, by result.", "op", "result"),
 		lxdDuration: f.histogramVec(LXDOperationDurationSeconds, "Time LXD operations took, errors included.", lxdBuckets, "op"),
@@ -230,6 +238,34 @@ func (m *Metrics) Teardown(pool string, mode fleet.DeleteMode) {
 		return
 	}
 	m.teardowns.WithLabelValues(value(pool), value(string(mode))).Inc()
+}
+
+// LeaderRole sets whether this replica leads.
+func (m *Metrics) LeaderRole(leading bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	m.leader.Set(v)
+}
+
+// LeaderChange counts a term of leadership this replica started.
+func (m *Metrics) LeaderChange() {
+	if m == nil {
+		return
+	}
+	m.leaderChanges.Inc()
+}
+
+// LeaseRenewal counts one renewal of the lease by result: ok, error, lost.
+func (m *Metrics) LeaseRenewal(result string) {
+	if m == nil {
+		return
+	}
+	m.renewals.WithLabelValues(value(result)).Inc()
 }
 
 // ImageBuild counts one scheduled image rebuild; result is ok or error.

@@ -125,6 +125,7 @@ func touchAll(m *metrics.Metrics) {
 	m.RunnerReady("linux", 3*time.Second)
 	m.Teardown("linux", "job_done")
 	m.ImageBuild("debian-runner", metrics.ResultOK)
+	m.LeaseRenewal("ok")
 	m.ReconcileAction("delete_orphan")
 	m.ReconcileError()
 	m.ReconcileDone(time.Unix(1700000000, 0))
@@ -433,4 +434,20 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 	want(t, m.Registry(), metrics.JobsQueuedTotal, L{"pool": "linux"}, 800)
+}
+
+func TestLeaderMetrics(t *testing.T) {
+	m := metrics.New("dev")
+	g := m.Registry()
+	m.LeaderRole(true)
+	m.LeaderChange()
+	m.LeaseRenewal("ok")
+	m.LeaseRenewal("ok")
+	m.LeaseRenewal("lost")
+	want(t, g, metrics.LeaderRole, nil, 1)
+	want(t, g, metrics.LeaderChangesTotal, nil, 1)
+	want(t, g, metrics.LeaseRenewalsTotal, L{"result": "ok"}, 2)
+	want(t, g, metrics.LeaseRenewalsTotal, L{"result": "lost"}, 1)
+	m.LeaderRole(false)
+	want(t, g, metrics.LeaderRole, nil, 0)
 }

@@ -44,6 +44,11 @@ const (
 	GitHubRequestDurationSeconds = Prefix + "github_request_duration_seconds" // histogram {endpoint}
 	GitHubRateLimitRemaining     = Prefix + "github_rate_limit_remaining"     // gauge, last X-RateLimit-Remaining seen
 
+	// Replicas on a shared state (see internal/leader).
+	LeaderRole         = Prefix + "leader"               // gauge: 1 while this replica leads, else 0
+	LeaderChangesTotal = Prefix + "leader_changes_total" // terms this replica started
+	LeaseRenewalsTotal = Prefix + "lease_renewals_total" // {result}: ok, error, lost
+
 	// LXD (see InstrumentInstances).
 	LXDOperationsTotal          = Prefix + "lxd_operations_total"           // {op,result}
 	LXDOperationDurationSeconds = Prefix + "lxd_operation_duration_seconds" // histogram {op}
@@ -76,5 +81,6 @@ func Names() []string {
 		JobsByState, InstancesByState, JobOldestQueuedSeconds,
 		GitHubRequestsTotal, GitHubRequestDurationSeconds, GitHubRateLimitRemaining,
 		LXDOperationsTotal, LXDOperationDurationSeconds,
+		LeaderRole, LeaderChangesTotal, LeaseRenewalsTotal,
 	}
 }

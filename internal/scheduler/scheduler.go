@@ -27,9 +27,6 @@ import (
 // answer) waits for it.
 const maxApplyBatch = 128
 
-// ErrUnknownPool is returned for a pool name not in the configuration.
-var ErrUnknownPool = errors.New("unknown pool")
-
 // Deps are the scheduler's ports.
 type Deps struct {
 	State     fleet.State
@@ -96,20 +93,6 @@ func (s *Scheduler) Notify() {
 	}
 }
 
-// SetDrain stops (or resumes) launches in a pool. Runners already running
-// finish their jobs. It is kept across restarts.
-func (s *Scheduler) SetDrain(ctx context.Context, pool string, drain bool) error {
-	if s.cfg.pool(pool) == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownPool, pool)
-	}
-	if err := s.st.Update(ctx, func(tx fleet.Tx) error { return tx.SetDrained(pool, drain) }); err != nil {
-		return err
-	}
-	s.log.Info().Str("pool", pool).Bool("drained", drain).Msg("pool drain changed")
-	s.Notify()
-	return nil
-}
-
 // RecycleIdle tears down the idle runners of pools built from image that
 // were launched before at: after the image was rebuilt they run the old
 // one. It is the surplus teardown, so a runner that just took a job stays.
@@ -155,7 +138,12 @@ func (s *Scheduler) RecycleIdle(ctx context.Context, image string, at time.Time)
 // Run runs the loop until ctx ends, then gives the workers in flight
 // ShutdownGrace to finish before cancelling them. A cancelled launch cleans
 // up after itself and its job stays queued for the next start.
+//
+// Run may be called again after it returned (a replica that leads again
+// after losing the lead): each run starts with no worker and no memory of
+// the last, as after a restart.
 func (s *Scheduler) Run(ctx context.Context) error {
+	s.workers, s.orgs, s.orgsLoaded = newWorkers(), map[fleet.Org]bool{}, false
 	defer s.stop(s.clock, s.cfg.Timeouts.ShutdownGrace)
 	if err := s.Reconcile(ctx); err != nil {
 		s.log.Warn().Err(err).Msg("reconcile at start failed; will retry")
