@@ -82,6 +82,16 @@ func adminPrintStatus(w io.Writer, st admin.Status) error {
 			}
 		}
 	}
+	if l := st.Leader; l != nil {
+		switch {
+		case l.Leading:
+			fmt.Fprintf(ew, "replica %s leads, since %s\n", l.Replica, adminStamp(l.Since))
+		case l.Leader == "":
+			fmt.Fprintf(ew, "replica %s follows; no replica leads now\n", l.Replica)
+		default:
+			fmt.Fprintf(ew, "replica %s follows; %s leads, since %s\n", l.Replica, l.Leader, adminStamp(l.Since))
+		}
+	}
 	fmt.Fprintln(ew)
 	tw := adminTable(ew, 2)
 	fmt.Fprintln(tw, "POOL\tQUEUED\tLAUNCHING\tIDLE\tBUSY\tMAX\tDRAINING")

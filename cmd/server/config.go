@@ -20,6 +20,7 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/redeliver"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
 // fileConfig is the YAML configuration file. Secrets are never in it: it
@@ -27,6 +28,8 @@ import (
 type fileConfig struct {
 	Listen            string        `yaml:"listen"`
 	StateDir          string        `yaml:"state_dir"`
+	Database          string        `yaml:"database"`
+	DatabasePassword  string        `yaml:"database_password_file"`
 	RunnerPrefix      string        `yaml:"runner_prefix"`
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
@@ -87,6 +90,10 @@ type poolConfig struct {
 type config struct {
 	Listen   string
 	StateDir string
+	// Database, when set, is the PostgreSQL state several replicas share;
+	// else the state is SQLite in StateDir.
+	Database         string
+	DatabasePassword string
 	// App holds the webhook secret, the admin listener and token, and the
 	// scheduler's and the redeliverer's Configs.
 	App      app.Config
@@ -130,6 +137,14 @@ func loadConfig(path string) (*config, error) {
 	}
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir
+	}
+	c.Database = fc.Database
+	switch {
+	case fc.Database != "":
+		p.check(store.ValidatePostgresURL(fc.Database))
+		c.DatabasePassword = strings.TrimSpace(string(p.readFile("database_password_file", fc.DatabasePassword, nil)))
+	case fc.DatabasePassword != "":
+		p.add("database_password_file is only used with database")
 	}
 
 	gh := fc.GitHub

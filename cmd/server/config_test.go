@@ -334,3 +334,47 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		})
 	}
 }
+
+func TestDatabaseSetting(t *testing.T) {
+	dir := t.TempDir()
+	key, secret := secrets(t, dir)
+	pw := filepath.Join(dir, "db-password")
+	if err := os.WriteFile(pw, []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := `
+github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
+limits: {max_instances: 2}
+pools: [{name: linux, labels: [self-hosted, linux], image: img}]
+`
+	for _, tc := range []struct {
+		name, yaml, want string // want "": valid
+	}{
+		{"one host", "database: postgres://gha@db.example:5432/gha?sslmode=require\n", ""},
+		{"several hosts", "database: postgres://gha@10.0.0.1:5432,10.0.0.2:5432/gha?target_session_attrs=read-write\n", ""},
+		{"with a password file", "database: postgresql://gha@db/gha\ndatabase_password_file: " + pw + "\n", ""},
+		{"a password in the URL", "database: postgres://gha:s3cr3t@db/gha\n", "database: the URL holds a password: put it in database_password_file instead"},
+		{"not PostgreSQL", "database: mysql://gha@db/gha\n", "database: want a postgres:// URL"},
+		{"a password file without a database", "database_password_file: " + pw + "\n", "database_password_file is only used with database"},
+		{"a missing password file", "database: postgres://gha@db/gha\ndatabase_password_file: /nonexistent/pw\n", "database_password_file: open /nonexistent/pw: no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := loadConfig(writeConfig(t, base+tc.yaml))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.name == "with a password file" && c.DatabasePassword != "hunter2" {
+					t.Errorf("password %q, want the file's", c.DatabasePassword)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("err = %v\nwant %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "hunter2") {
+				t.Fatal("a password reached the error")
+			}
+		})
+	}
+}

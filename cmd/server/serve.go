@@ -15,6 +15,7 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/image"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/leader"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/metrics"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
@@ -50,7 +51,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
-	st, err := store.Open(ctx, cfg.StateDir, store.Options{})
+	st, err := openState(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -60,15 +61,36 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		return err
 	}
 	m := metrics.New(version)
+	var replicas *app.Replicas
+	if cfg.Database != "" {
+		if replicas, err = newReplicas(st, m, log); err != nil {
+			return err
+		}
+	}
 	ghCfg := cfg.GitHub
 	ghCfg.Transport = metrics.GitHubTransport(nil, m)
 	gh, err := ghapp.New(ghCfg, log)
 	if err != nil {
 		return err
 	}
-	a, err := app.New(cfg.App, app.Deps{
+	var a *app.App
+	var leaderTasks []func(context.Context) error
+	if len(cfg.Rebuilds) > 0 {
+		// Background rebuilds, by the leader only; new launches use a new
+		// image as soon as its alias moves, and idle runners on the old
+		// one are recycled.
+		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Clock: fleet.WallClock, Log: log,
+			Built: func(name string, at time.Time) {
+				if err := a.RecycleIdle(ctx, name, at); err != nil {
+					log.Error().Err(err).Str("image", name).Msg("recycle idle runners")
+				}
+			}}
+		leaderTasks = append(leaderTasks, rb.Run)
+	}
+	a, err = app.New(cfg.App, app.Deps{
 		State: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
 		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
+		Replicas: replicas, LeaderTasks: leaderTasks,
 	})
 	if err != nil {
 		return err
@@ -77,22 +99,47 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info().Str("version", version).Str("state_dir", cfg.StateDir).Int("pools", len(cfg.App.Scheduler.Pools)).Msg("starting")
-	if len(cfg.Rebuilds) > 0 {
-		// Background rebuilds; new launches use a new image as soon as its
-		// alias moves, and idle runners on the old one are recycled.
-		rb := &image.Rebuilder{Client: lx, Images: cfg.Rebuilds, Metrics: m, Clock: fleet.WallClock, Log: log,
-			Built: func(name string, at time.Time) {
-				if err := a.RecycleIdle(ctx, name, at); err != nil {
-					log.Error().Err(err).Str("image", name).Msg("recycle idle runners")
-				}
-			}}
-		rctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = rb.Run(rctx) }()
-		defer func() { stop(); <-done }() // also when Run fails on its own
+	ev := log.Info().Str("version", version).Int("pools", len(cfg.App.Scheduler.Pools))
+	if replicas != nil {
+		ev = ev.Str("state", "postgresql").Str("replica", replicas.Elector.Holder())
+	} else {
+		ev = ev.Str("state_dir", cfg.StateDir)
 	}
+	ev.Msg("starting")
 	err = a.Run(ctx, ln)
 	log.Info().Msg("stopped")
 	return err
+}
+
+// openState opens the PostgreSQL state when the config names a database,
+// else the SQLite state in state_dir.
+func openState(ctx context.Context, cfg *config) (*store.Store, error) {
+	if cfg.Database != "" {
+		return store.OpenPostgres(ctx, cfg.Database, cfg.DatabasePassword, store.Options{})
+	}
+	return store.Open(ctx, cfg.StateDir, store.Options{})
+}
+
+// newReplicas makes this process one of the replicas sharing st: it
+// campaigns for the lease, and while it leads, writes through the fence.
+func newReplicas(st *store.Store, m *metrics.Metrics, log zerolog.Logger) (*app.Replicas, error) {
+	leases, err := st.Leases()
+	if err != nil {
+		return nil, err
+	}
+	holder := leader.DefaultHolder()
+	fence := st.Fence(holder)
+	el := leader.New(leader.Config{Holder: holder}, leases, fleet.WallClock, m, fence.SetEpoch, log)
+	return &app.Replicas{
+		Elector: el,
+		Fenced:  fence,
+		Listen:  st.Listen,
+		Leader: func(ctx context.Context) (string, time.Time, error) {
+			l, err := leases.Leader(ctx)
+			if err != nil || !l.Valid {
+				return "", time.Time{}, err
+			}
+			return l.Holder, l.Since, nil
+		},
+	}, nil
 }

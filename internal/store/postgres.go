@@ -5,12 +5,38 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
+
+// ValidatePostgresURL checks the database setting: a PostgreSQL URL, one
+// host or several (with target_session_attrs=read-write to follow a
+// failover), and no password in it: that comes from
+// database_password_file or PostgreSQL's own PGPASSFILE. Its errors never
+// repeat the URL, which may hold one.
+func ValidatePostgresURL(url string) error {
+	rest, ok := strings.CutPrefix(url, "postgres://")
+	if !ok {
+		rest, ok = strings.CutPrefix(url, "postgresql://")
+	}
+	if !ok {
+		return errors.New("database: want a postgres:// URL")
+	}
+	if host, _, _ := strings.Cut(rest, "/"); strings.Contains(host, "@") {
+		user := host[:strings.LastIndex(host, "@")]
+		if strings.Contains(user, ":") {
+			return errors.New("database: the URL holds a password: put it in database_password_file instead")
+		}
+	}
+	if _, err := pgx.ParseConfig(url); err != nil {
+		return errors.New("database: not a valid PostgreSQL URL")
+	}
+	return nil
+}
 
 // OpenPostgres connects to the PostgreSQL database at url and migrates it.
 // password, when set, replaces the URL's (which should have none: the
