@@ -218,9 +218,14 @@ func Shared(t testing.TB) *Cluster {
 
 // Main runs the tests and then removes the shared cluster, if one started.
 func Main(m *testing.M) int {
-	code := m.Run()
+	defer RemoveShared()
+	return m.Run()
+}
+
+// RemoveShared removes the shared cluster, if one started: for a TestMain
+// of its own.
+func RemoveShared() {
 	if shared != nil {
 		shared.Remove()
 	}
-	return code
 }
