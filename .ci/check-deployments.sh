@@ -364,7 +364,7 @@ class H(http.server.BaseHTTPRequestHandler):
         with open(logpath, "a") as f:
             f.write(json.dumps(rec) + "\n")
         out = json.dumps(rec).encode()
-        self.send_response(202)
+        self.send_response(int(sys.argv[3]) if len(sys.argv) > 3 else 202)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
@@ -702,6 +702,74 @@ if lxc info >/dev/null 2>&1; then
 	check "lxd: a container starts with the hardened profile (NIC removed)" lxd_launch
 else
 	skip "lxd: no LXD reachable (lxc info failed); profiles and ACL not checked against LXD"
+fi
+
+# --- two replicas on PostgreSQL -------------------------------------------
+
+replicas_nginx=deployments/replicas/nginx.conf
+replicas_caddy=deployments/replicas/Caddyfile
+
+# nginx_replicas: a replica that answers 503 (it lost the database) does
+# not lose the delivery: nginx sends it to the other, and GitHub sees 202.
+nginx_replicas() {
+	mkdir -p "$tmp/nginx-r"/{body,proxy,fastcgi,uwsgi,scgi}
+	chown -R nobody:nogroup "$tmp/nginx-r"
+	local port good bad
+	port="$(free_port)"
+	start_backend replica-ok
+	good="$backend_port"
+	bad="$(free_port)"
+	: >"$tmp/replica-503.log"
+	"$py" "$tmp/backend.py" "$bad" "$tmp/replica-503.log" 503 &
+	pids+=($!)
+	cp "$replicas_nginx" "$tmp/nginx-r/site.conf"
+	replace "$tmp/nginx-r/site.conf" "/etc/letsencrypt/live/$host/fullchain.pem" "$tmp/tls.crt"
+	replace "$tmp/nginx-r/site.conf" "/etc/letsencrypt/live/$host/privkey.pem" "$tmp/tls.key"
+	replace "$tmp/nginx-r/site.conf" "listen 443 ssl;" "listen 127.0.0.1:$port ssl;"
+	replace "$tmp/nginx-r/site.conf" "listen [::]:443 ssl;" ""
+	replace "$tmp/nginx-r/site.conf" "server 10.0.0.11:8080" "server 127.0.0.1:$bad"
+	replace "$tmp/nginx-r/site.conf" "server 10.0.0.12:8080" "server 127.0.0.1:$good"
+	cat >"$tmp/nginx-r/main.conf" <<EOF
+user nobody nogroup;
+worker_processes 1;
+daemon off;
+pid $tmp/nginx-r/nginx.pid;
+error_log $tmp/nginx-r/error.log;
+events { worker_connections 64; }
+http {
+	access_log $tmp/nginx-r/access.log;
+	client_body_temp_path $tmp/nginx-r/body;
+	proxy_temp_path $tmp/nginx-r/proxy;
+	fastcgi_temp_path $tmp/nginx-r/fastcgi;
+	uwsgi_temp_path $tmp/nginx-r/uwsgi;
+	scgi_temp_path $tmp/nginx-r/scgi;
+	include $tmp/nginx-r/site.conf;
+}
+EOF
+	nginx -t -q -e "$tmp/nginx-r/error.log" -c "$tmp/nginx-r/main.conf" || { cat "$tmp/nginx-r/error.log"; return 1; }
+	nginx -e "$tmp/nginx-r/error.log" -c "$tmp/nginx-r/main.conf" &
+	pids+=($!)
+	wait_port "$port" && wait_port "$good" && wait_port "$bad" || { cat "$tmp/nginx-r/error.log"; return 1; }
+	local i code errs=0
+	for i in 1 2 3 4; do
+		code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --http1.1 --resolve "$host:$port:127.0.0.1" \
+			--cacert "$tmp/tls.crt" -X POST --data-binary @"$tmp/small.json" "https://$host:$port/webhook")" || true
+		[ "$code" = 202 ] || { echo "POST $i: got $code, want 202 from the healthy replica"; errs=$((errs + 1)); }
+	done
+	[ "$(wc -l <"$backend_log")" -eq 4 ] || { echo "the healthy replica got $(wc -l <"$backend_log") deliveries, want 4"; errs=$((errs + 1)); }
+	[ -s "$tmp/replica-503.log" ] || { echo "the failing replica was never tried: the check proves nothing"; errs=$((errs + 1)); }
+	[ "$errs" -eq 0 ]
+}
+check "replicas: nginx sends a delivery that one replica answers 503 to the other ($replicas_nginx)" nginx_replicas
+
+caddy_replicas() {
+	caddy_env
+	caddy validate --config "$replicas_caddy" --adapter caddyfile >"$tmp/caddy/replicas.log" 2>&1 ||
+		{ cat "$tmp/caddy/replicas.log"; return 1; }
+	caddy fmt "$replicas_caddy" | diff -u "$replicas_caddy" - || { echo "not formatted the way 'caddy fmt' formats it"; return 1; }
+}
+if command -v caddy >/dev/null; then
+	check "replicas: caddy validate $replicas_caddy, formatted as caddy fmt" caddy_replicas
 fi
 
 if [ "$failed" -gt 0 ]; then
