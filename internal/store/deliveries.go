@@ -86,20 +86,9 @@ func (s *Store) commit(batch []writeReq) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return s.d.record(ctx, s.db, func(tx *sql.Tx) error {
-			stmt := tx.StmtContext(ctx, s.stmts[insertDelivery])
-			defer stmt.Close()
-			for i, r := range batch {
-				d := r.d
-				res, err := stmt.ExecContext(ctx, d.DeliveryID, d.Action, d.JobID, d.RunID, d.InstallationID,
-					d.Org, d.Repo, d.Public, encodeLabels(d.Labels), d.RunnerName, d.Conclusion, ms(d.ReceivedAt))
-				if err != nil {
-					return err
-				}
-				n, err := res.RowsAffected()
-				if err != nil {
-					return err
-				}
-				fresh[i] = n == 1
+			var err error
+			if fresh, err = s.d.insert(ctx, tx, s.stmts[insertDelivery], batch); err != nil {
+				return err
 			}
 			if slices.Contains(fresh, true) {
 				return s.d.announce(ctx, tx)
@@ -113,6 +102,32 @@ func (s *Store) commit(batch []writeReq) {
 	for i, r := range batch {
 		r.done <- writeRes{fresh: fresh[i] && err == nil, err: err}
 	}
+}
+
+// insertEach inserts a batch a row at a time through the prepared insert;
+// fresh[i] says whether row i was new. For SQLite, in process, a statement
+// costs microseconds.
+func insertEach(ctx context.Context, tx *sql.Tx, insert *sql.Stmt, batch []writeReq) ([]bool, error) {
+	stmt := tx.StmtContext(ctx, insert)
+	defer stmt.Close()
+	fresh := make([]bool, len(batch))
+	for i, r := range batch {
+		res, err := stmt.ExecContext(ctx, deliveryArgs(r.d)...)
+		if err != nil {
+			return nil, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, err
+		}
+		fresh[i] = n == 1
+	}
+	return fresh, nil
+}
+
+func deliveryArgs(d fleet.Delivery) []any {
+	return []any{d.DeliveryID, d.Action, d.JobID, d.RunID, d.InstallationID,
+		d.Org, d.Repo, d.Public, encodeLabels(d.Labels), d.RunnerName, d.Conclusion, ms(d.ReceivedAt)}
 }
 
 // PendingDeliveries returns up to limit deliveries not yet applied, oldest first.

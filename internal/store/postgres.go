@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,6 +128,52 @@ type postgres struct {
 // channel is where a replica that recorded fresh deliveries tells the
 // leader, so that it need not poll.
 const channel = "lxd_gha_deliveries"
+
+// insert stores the whole batch in one statement: over a network, a round
+// trip per delivery would cost more than the rest of the batch. The ids
+// it returns are those of the rows it inserted; a duplicate within the
+// batch is fresh only the first time.
+func (postgres) insert(ctx context.Context, tx *sql.Tx, _ *sql.Stmt, batch []writeReq) ([]bool, error) {
+	const cols = 12
+	var q strings.Builder
+	q.WriteString(`INSERT INTO deliveries
+		(delivery_id, action, job_id, run_id, installation_id, org, repo, public, labels, runner_name, conclusion, received_at)
+		VALUES `)
+	args := make([]any, 0, cols*len(batch))
+	for i, r := range batch {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(")
+		for c := range cols {
+			if c > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("$" + strconv.Itoa(i*cols+c+1))
+		}
+		q.WriteString(")")
+		args = append(args, deliveryArgs(r.d)...)
+	}
+	q.WriteString(" ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id")
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	ids, err := collect("insert deliveries", rows, err, func(row scanner) (string, error) {
+		var id string
+		return id, row.Scan(&id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	inserted := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		inserted[id] = true
+	}
+	fresh := make([]bool, len(batch))
+	for i, r := range batch {
+		fresh[i] = inserted[r.d.DeliveryID]
+		delete(inserted, r.d.DeliveryID) // a second copy in the batch is not new
+	}
+	return fresh, nil
+}
 
 // announce notifies channel; PostgreSQL delivers it when the transaction
 // commits, and folds repeats within one transaction into one.

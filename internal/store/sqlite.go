@@ -52,6 +52,10 @@ type sqlite struct {
 
 func (*sqlite) name() string { return "sqlite" }
 
+func (*sqlite) insert(ctx context.Context, tx *sql.Tx, prepared *sql.Stmt, batch []writeReq) ([]bool, error) {
+	return insertEach(ctx, tx, prepared, batch)
+}
+
 // announce does nothing: one process owns a SQLite state, and it wakes its
 // own scheduler.
 func (*sqlite) announce(context.Context, *sql.Tx) error { return nil }

@@ -66,6 +66,10 @@ type dialect interface {
 	record(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error
 	// ping checks that the database answers and takes writes.
 	ping(ctx context.Context, db *sql.DB) error
+	// insert stores a batch of deliveries in tx; fresh[i] says whether
+	// the i-th was new (a delivery id seen before, in the database or
+	// earlier in the batch, is not).
+	insert(ctx context.Context, tx *sql.Tx, prepared *sql.Stmt, batch []writeReq) (fresh []bool, err error)
 	// announce tells other processes, in the transaction that records
 	// them, that fresh deliveries are pending.
 	announce(ctx context.Context, tx *sql.Tx) error
