@@ -83,6 +83,8 @@ type poolConfig struct {
 	MaxIdleAge              time.Duration     `yaml:"max_idle_age"`
 	AllowPublicRepositories bool              `yaml:"allow_public_repositories"`
 	Repositories            []string          `yaml:"repositories"`
+	RunnerGroup             string            `yaml:"runner_group"`
+	RunnerGroupPolicy       string            `yaml:"runner_group_policy"`
 }
 
 // config is the loaded configuration: each package's own Config, plus the
@@ -186,12 +188,17 @@ func loadConfig(path string) (*config, error) {
 		Timeouts:            scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
 	}
 	for _, pc := range fc.Pools {
+		if pc.RunnerGroup == "" {
+			pc.RunnerGroup = gh.RunnerGroup // and the scheduler's default when that is empty too
+		}
 		c.App.Scheduler.Pools = append(c.App.Scheduler.Pools, scheduler.Pool{
 			Name: pc.Name, Labels: pc.Labels, Image: pc.Image, SourceInstance: pc.SourceInstance, Type: pc.Type,
 			Architecture: pc.Architecture, Target: pc.Target, Profiles: pc.Profiles, Config: pc.Config,
 			MaxInstances: pc.MaxInstances, MinIdle: pc.MinIdle, MaxIdleAge: pc.MaxIdleAge,
 			AllowPublicRepositories: pc.AllowPublicRepositories,
 			Repositories:            pc.Repositories,
+			RunnerGroup:             pc.RunnerGroup,
+			RunnerGroupPolicy:       pc.RunnerGroupPolicy,
 		})
 	}
 	p.check(c.App.Scheduler.Validate())

@@ -11,6 +11,9 @@ type JITRequest struct {
 	Org            string
 	Name           string   // runner name == instance name
 	Labels         []string // exactly the pool's labels
+	// RunnerGroup is the runner group the runner joins, by name: the
+	// pool's. Empty: the GitHub client's default group.
+	RunnerGroup string
 }
 
 // JITRunner is GitHub's answer: the runner record and its single-use config.

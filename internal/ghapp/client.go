@@ -60,10 +60,12 @@ type Config struct {
 	// APIURL is the REST base URL, used exactly as given (a trailing slash is
 	// added if missing): https://api.github.com/,
 	// https://ghe.example.com/api/v3/, or a test server's URL.
-	APIURL      string
-	AppID       int64
-	PrivateKey  []byte // PEM; the caller reads the file
-	RunnerGroup string // by name, default "Default"; resolved per org
+	APIURL     string
+	AppID      int64
+	PrivateKey []byte // PEM; the caller reads the file
+	// RunnerGroup is the group, by name, of a JIT request that names none;
+	// default "Default". Each group is resolved to its id per org.
+	RunnerGroup string
 	// Timeout bounds each HTTP attempt (token refresh included). Default 30s.
 	Timeout time.Duration
 	// Transport is the base round tripper; default a clone of
@@ -171,6 +173,7 @@ type Client struct {
 type groupKey struct {
 	installationID int64
 	org            string // lower case
+	name           string // as configured
 }
 
 // New builds a Client. It does no I/O.

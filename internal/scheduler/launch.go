@@ -21,7 +21,7 @@ func (s *Scheduler) launch(r fleet.Runner) {
 	defer cancel()
 
 	jit, err := s.gh.GenerateJITConfig(ctx, fleet.JITRequest{
-		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels,
+		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels, RunnerGroup: pool.RunnerGroup,
 	})
 	if err != nil {
 		s.m.Launch(r.Pool, "error", 0)

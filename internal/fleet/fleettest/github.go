@@ -26,6 +26,7 @@ type GitHub struct {
 // GitHubRunner is one runner record.
 type GitHubRunner struct {
 	Name         string
+	Group        string // the runner group the JIT request named
 	Online, Busy bool
 }
 
@@ -52,7 +53,7 @@ func (g *GitHub) GenerateJITConfig(_ context.Context, req fleet.JITRequest) (fle
 		}
 	}
 	g.next++
-	g.runners[g.next] = &GitHubRunner{Name: req.Name, Online: g.busyOnCreate, Busy: g.busyOnCreate}
+	g.runners[g.next] = &GitHubRunner{Name: req.Name, Group: req.RunnerGroup, Online: g.busyOnCreate, Busy: g.busyOnCreate}
 	return fleet.JITRunner{RunnerID: g.next, Config: JITSecret(req.Name)}, nil
 }
 
@@ -120,6 +121,17 @@ func (g *GitHub) Names() []string {
 		out = append(out, r.Name)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Records returns the runner records by name.
+func (g *GitHub) Records() map[string]GitHubRunner {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]GitHubRunner, len(g.runners))
+	for _, r := range g.runners {
+		out[r.Name] = *r
+	}
 	return out
 }
 
