@@ -103,6 +103,8 @@ type config struct {
 	LXD      lxd.Config
 	Images   []image.Spec
 	Rebuilds []image.Rebuild // images with rebuild_every
+	// Warnings are what is valid but likely not meant, one line each.
+	Warnings []string
 }
 
 const (
@@ -220,6 +222,7 @@ func loadConfig(path string) (*config, error) {
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	c.Warnings = c.App.Scheduler.Warnings()
 	return c, nil
 }
 

@@ -67,6 +67,11 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if to := c.App.Scheduler.Timeouts; to.Launch != 5*time.Minute || to.ShutdownGrace != 15*time.Second {
 		t.Fatalf("timeouts %+v, want launch_timeout 5m and shutdown_grace 15s", to)
 	}
+	// The gpu pool, whose labels cover linux-x64's, has a group of its own.
+	if ps := c.App.Scheduler.Pools; ps[0].RunnerGroup != "Default" || ps[0].RunnerGroupPolicy != scheduler.PolicyRefuse ||
+		ps[1].RunnerGroup != "gpu-runners" || len(c.Warnings) != 0 {
+		t.Fatalf("runner groups: %+v; warnings %q", ps, c.Warnings)
+	}
 }
 
 // limits.launch_timeout and shutdown_grace reach the scheduler; left out,

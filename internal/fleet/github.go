@@ -42,6 +42,26 @@ type GitHub interface {
 	ListRunners(ctx context.Context, installationID int64, org string) ([]RunnerStatus, error)
 }
 
+// RunnerGroup is what GitHub enforces about a runner group: whose jobs it
+// gives the group's runners. A job goes to any idle runner whose labels
+// cover its own, in any group that admits the job's repository.
+type RunnerGroup struct {
+	ID   int64
+	Name string
+	// Visibility is "all" (every repository of the organization),
+	// "selected" (Repositories) or "private" (every private repository).
+	Visibility               string
+	AllowsPublicRepositories bool
+	Repositories             []string // "owner/name"; read for visibility "selected" only
+}
+
+// Runner group visibilities, as GitHub names them.
+const (
+	VisibilityAll      = "all"
+	VisibilitySelected = "selected"
+	VisibilityPrivate  = "private"
+)
+
 // AppDelivery is one attempt of GitHub to deliver one of the App's
 // webhooks, as the App's delivery log lists it.
 type AppDelivery struct {

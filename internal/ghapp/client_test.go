@@ -509,21 +509,6 @@ func TestRedaction(t *testing.T) {
 	}
 }
 
-func TestWarnsWhenGroupAllowsPublicRepositories(t *testing.T) {
-	for _, public := range []bool{false, true} {
-		e := newEnv(t, func(o *ghfake.Options) {
-			if public {
-				o.PublicRunnerGroups = []string{"lxd-runners"}
-			}
-		}, nil)
-		e.jit("r1", "self-hosted")
-		warned := strings.Contains(e.logs.String(), "allows public repositories")
-		if warned != public {
-			t.Fatalf("group allows public = %v, warned = %v", public, warned)
-		}
-	}
-}
-
 // A burst of launches stays within the JIT write budget: past the burst,
 // requests wait for tokens instead of reaching GitHub.
 func TestJITRateLimiter(t *testing.T) {

@@ -207,14 +207,6 @@ func (c *Client) lookupGroup(ctx context.Context, installationID int64, org, nam
 			return gs.RunnerGroups, resp, err
 		},
 		func(g *github.RunnerGroup) bool {
-			if g.GetName() == name || (fold == 0 && strings.EqualFold(g.GetName(), name)) {
-				if g.GetAllowsPublicRepositories() {
-					// GitHub gives a public repository's job to any idle runner
-					// of such a group, even one launched for a private job.
-					c.log.Warn().Str("org", org).Str("runner_group", g.GetName()).
-						Msg("runner group allows public repositories: our runners may run their jobs; restrict the group unless that is intended")
-				}
-			}
 			switch {
 			case g.GetName() == name:
 				exact = g.GetID()

@@ -69,6 +69,8 @@ var githubRoutes = [][]string{
 	{"orgs", "{org}", "actions", "runners", "generate-jitconfig"},
 	{"orgs", "{org}", "actions", "runners", "{id}"},
 	{"orgs", "{org}", "actions", "runner-groups"},
+	{"orgs", "{org}", "actions", "runner-groups", "{id}"},
+	{"orgs", "{org}", "actions", "runner-groups", "{id}", "repositories"},
 }
 
 // endpointOf maps a request path to its route pattern, such as

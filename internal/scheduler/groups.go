@@ -1,0 +1,160 @@
+package scheduler
+
+// Runner groups: what GitHub enforces, against what the pools decide.
+//
+// The service launches only for jobs a pool admits (labels, repositories,
+// public or not), but GitHub gives a queued job to any idle runner whose
+// labels cover the job's, in any runner group that admits the job's
+// repository. A job the service ignored can so take a runner launched for
+// another job, or a warm one; and a job of one pool can take an idle
+// runner of another pool whose labels are a superset. Only the group
+// draws a line GitHub keeps.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+)
+
+// GroupReader reads what GitHub enforces: the organizations the App is
+// installed on, and their runner groups' access settings. internal/ghapp
+// satisfies it.
+type GroupReader interface {
+	Installations(ctx context.Context) ([]fleet.Org, error)
+	RunnerGroup(ctx context.Context, installationID int64, org, name string) (fleet.RunnerGroup, error)
+}
+
+// Warnings lists what is valid but likely not meant, in the config file's
+// words: pools whose runners join one runner group while one's labels are
+// a superset of another's, so that GitHub may give a job that one pool
+// serves to an idle runner of the other.
+func (c Config) Warnings() []string {
+	c = c.WithDefaults()
+	var out []string
+	for _, serves := range c.Pools {
+		for _, takes := range c.Pools {
+			if serves.Name == takes.Name || !strings.EqualFold(serves.RunnerGroup, takes.RunnerGroup) ||
+				!labelsCover(takes.Labels, serves.Labels) {
+				continue
+			}
+			out = append(out, fmt.Sprintf(
+				"a job labelled [%s] that pool %s serves can also run on an idle runner of pool %s (both join runner group %q): "+
+					"give pool %s a runner group of its own (pools[].runner_group), restricted to the repositories that need it",
+				strings.Join(serves.Labels, ", "), serves.Name, takes.Name, serves.RunnerGroup, takes.Name))
+		}
+	}
+	return out
+}
+
+// CheckRunnerGroups reads each pool's runner group in every organization
+// the App is installed on, and compares what the group admits with what
+// the pool admits. A group that admits public repositories while its pool
+// refuses them, or repositories beyond the pool's allow-list, would let
+// GitHub give jobs the service ignored to the pool's runners. For a pool
+// whose runner_group_policy is refuse, each such finding (or a group that
+// cannot be read) is in the error, one per line; for one whose policy is
+// warn, it is a warning instead.
+func CheckRunnerGroups(ctx context.Context, cfg Config, gh GroupReader) (warnings []string, err error) {
+	cfg = cfg.WithDefaults()
+	orgs, err := gh.Installations(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("check runner groups: %w", err)
+	}
+	if len(orgs) == 0 {
+		return []string{"the App is installed on no organization: no runner group to check"}, nil
+	}
+	type key struct {
+		org   fleet.Org
+		group string
+	}
+	read := map[key]fleet.RunnerGroup{}
+	readErr := map[key]error{}
+	var refusals []error
+	for _, o := range orgs {
+		for i, p := range cfg.Pools {
+			k := key{o, p.RunnerGroup}
+			if _, done := read[k]; !done && readErr[k] == nil {
+				g, err := gh.RunnerGroup(ctx, o.InstallationID, o.Login, p.RunnerGroup)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil, fmt.Errorf("check runner groups: %w", ctx.Err())
+					}
+					readErr[k] = err
+				} else {
+					read[k] = g
+				}
+			}
+			where := fmt.Sprintf("pools[%d] (%s): runner group %q of org %s", i, p.Name, p.RunnerGroup, o.Login)
+			var findings []groupFinding
+			if err := readErr[k]; err != nil {
+				findings = []groupFinding{{"cannot be checked: " + err.Error(), "make sure it exists and the App may read it"}}
+			} else {
+				findings = compareGroup(p, read[k])
+			}
+			for _, f := range findings {
+				if p.RunnerGroupPolicy == PolicyWarn {
+					warnings = append(warnings, fmt.Sprintf("%s %s (runner_group_policy: warn)", where, f.problem))
+				} else {
+					refusals = append(refusals, fmt.Errorf("%s %s: %s, or set runner_group_policy: warn", where, f.problem, f.fix))
+				}
+			}
+		}
+	}
+	return warnings, errors.Join(refusals...)
+}
+
+type groupFinding struct{ problem, fix string }
+
+// compareGroup says what g admits that pool p does not.
+func compareGroup(p Pool, g fleet.RunnerGroup) []groupFinding {
+	var out []groupFinding
+	if g.AllowsPublicRepositories && !p.AllowPublicRepositories {
+		out = append(out, groupFinding{
+			"admits public repositories, which the pool refuses (allow_public_repositories is off): " +
+				"GitHub would give their jobs to the pool's idle runners",
+			"turn off public repositories for the group"})
+	}
+	if len(p.Repositories) == 0 {
+		return out
+	}
+	allowed := "the pool's repositories (" + strings.Join(p.Repositories, ", ") + ")"
+	switch g.Visibility {
+	case fleet.VisibilitySelected:
+		var extra []string
+		for _, r := range g.Repositories {
+			if !repoAllowed(p.Repositories, r) {
+				extra = append(extra, r)
+			}
+		}
+		if len(extra) > 0 {
+			out = append(out, groupFinding{
+				"admits " + listSome(extra, 10) + ", not in " + allowed + ": GitHub would give their jobs to the pool's idle runners",
+				"remove them from the group"})
+		}
+	case fleet.VisibilityPrivate:
+		out = append(out, groupFinding{
+			"admits every private repository (visibility private), not only " + allowed +
+				": GitHub would give other repositories' jobs to the pool's idle runners",
+			"give the group selected repositories only"})
+	default: // "all", or anything GitHub adds: assume the widest
+		out = append(out, groupFinding{
+			fmt.Sprintf("admits every repository (visibility %s), not only %s", g.Visibility, allowed) +
+				": GitHub would give other repositories' jobs to the pool's idle runners",
+			"give the group selected repositories only"})
+	}
+	return out
+}
+
+// listSome joins at most n of names, saying how many more there are.
+func listSome(names []string, n int) string {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
