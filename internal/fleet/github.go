@@ -30,6 +30,21 @@ type RunnerStatus struct {
 	Busy   bool
 }
 
+// JobStatus is GitHub's view of one workflow job, now.
+type JobStatus struct {
+	// Status is "queued", "in_progress" or "completed" (or, before it is
+	// queued, "waiting", "pending" or "requested").
+	Status     string
+	Conclusion string // once completed: success, failure, cancelled, ...
+	RunnerName string // once a runner took it
+}
+
+// Moved reports whether GitHub has moved the job past waiting for a
+// runner: a runner took it, or it is over.
+func (j JobStatus) Moved() bool {
+	return j.Status == string(ActionInProgress) || j.Status == string(ActionCompleted)
+}
+
 // GitHub is what the scheduler needs from the GitHub App's REST API.
 type GitHub interface {
 	GenerateJITConfig(ctx context.Context, req JITRequest) (JITRunner, error)
@@ -40,6 +55,9 @@ type GitHub interface {
 	RemoveRunner(ctx context.Context, installationID int64, org string, runnerID int64) error
 	// ListRunners returns the organization's self-hosted runners.
 	ListRunners(ctx context.Context, installationID int64, org string) ([]RunnerStatus, error)
+	// WorkflowJob returns GitHub's view of a job of repo ("owner/name");
+	// ErrNotFound when GitHub has no such job there.
+	WorkflowJob(ctx context.Context, installationID int64, repo string, jobID int64) (JobStatus, error)
 }
 
 // RunnerGroup is what GitHub enforces about a runner group: whose jobs it

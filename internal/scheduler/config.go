@@ -61,7 +61,11 @@ type Config struct {
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
 	OnlineCheckInterval time.Duration // how often GitHub is asked whether started runners are online yet
-	Timeouts            Timeouts
+	// RecheckQueuedAfter: before a launch for a job queued longer than
+	// this, GitHub is asked whether it is still queued. Not in the file;
+	// tests change it.
+	RecheckQueuedAfter time.Duration
+	Timeouts           Timeouts
 }
 
 // Timeouts are every bound on what the scheduler waits for, in one place.
@@ -91,6 +95,7 @@ const (
 	DefaultRetention           = 7 * 24 * time.Hour
 	DefaultOnlineCheckInterval = 5 * time.Second
 	DefaultRunnerGroup         = "Default"
+	DefaultRecheckQueuedAfter  = 10 * time.Minute
 )
 
 // DefaultTimeouts are the Timeouts that a zero field takes.
@@ -117,6 +122,7 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.Retention, DefaultRetention)
 	orDefault(&c.OnlineCheckInterval, DefaultOnlineCheckInterval)
 	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
+	orDefault(&c.RecheckQueuedAfter, DefaultRecheckQueuedAfter)
 	t, d := &c.Timeouts, DefaultTimeouts
 	orDefault(&t.Launch, d.Launch)
 	orDefault(&t.Teardown, d.Teardown)
