@@ -1,6 +1,8 @@
 // Package ghfake is a stateful stand-in for the parts of GitHub this service
-// uses: GitHub App authentication, org self-hosted runners with JIT configs,
-// workflow_job webhooks and the App's webhook deliveries. It also contains
+// uses: GitHub App authentication and installations, org self-hosted
+// runners with JIT configs, runner groups and the repositories they admit,
+// workflow jobs and their workflow_job webhooks, and the App's webhook
+// deliveries. It also contains
 // the fake runner program (RunRunner) that plays the Actions runner inside an
 // LXD instance.
 //
