@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,4 +202,39 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
+}
+
+// While GitHub does not answer, serve waits and asks again rather than
+// exit (systemd would give up after a few restarts); it starts nothing
+// meanwhile.
+func TestServeAsksAgainWhileGitHubDoesNotAnswer(t *testing.T) {
+	g := newGroupEnv(t)
+	failures := 4 // one whole check: ghapp tries each read four times
+	var mu sync.Mutex
+	g.fake.SetFault(func(r *http.Request) (int, http.Header, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures == 0 || !strings.HasSuffix(r.URL.Path, "/app/installations") {
+			return 0, nil, false
+		}
+		failures--
+		return http.StatusBadGateway, nil, true
+	})
+	var logs fleettest.LogBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"serve", "--config", g.config(t, "")}, &logs, &logs)
+	// Asked again once GitHub answered, and then refused the group.
+	if err == nil || !strings.Contains(err.Error(), publicGroupProblem) {
+		t.Fatalf("serve = %v", err)
+	}
+	if n := g.fake.Requests()["GET /app/installations"]; n != 5 {
+		t.Fatalf("%d installation list requests, want 4 failed and 1 answered", n)
+	}
+	if !strings.Contains(logs.String(), "not starting until they are checked") {
+		t.Fatalf("logs:\n%s", logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "state")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the state was opened before the check: %v", err)
+	}
 }

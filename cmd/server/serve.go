@@ -62,11 +62,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		return err
 	}
 	// Before anything else: the runner groups are what GitHub enforces.
-	warnings, err := checkRunnerGroups(ctx, cfg, gh)
-	for _, w := range warnings {
-		log.Warn().Str("check", "runner_groups").Msg(w)
-	}
-	if err != nil {
+	if err := awaitRunnerGroups(ctx, cfg, gh, log); err != nil {
 		return err
 	}
 	st, err := openState(ctx, cfg)

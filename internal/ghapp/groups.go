@@ -5,7 +5,9 @@ package ghapp
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/google/go-github/v62/github"
@@ -35,13 +37,16 @@ func (c *Client) Installations(ctx context.Context) ([]fleet.Org, error) {
 
 // RunnerGroup reads the access settings of the named runner group of an
 // org, with its selected repositories when its visibility is "selected".
-// A group the org does not have is an error wrapping
-// ErrUnknownRunnerGroup.
+// A group the org does not have is an error wrapping both
+// ErrUnknownRunnerGroup and fleet.ErrNotFound.
 func (c *Client) RunnerGroup(ctx context.Context, installationID int64, org, name string) (fleet.RunnerGroup, error) {
 	if err := checkTarget(installationID, org); err != nil {
 		return fleet.RunnerGroup{}, fmt.Errorf("runner group %q: %w", name, err)
 	}
 	id, err := c.runnerGroupID(ctx, installationID, org, name)
+	if errors.Is(err, ErrUnknownRunnerGroup) {
+		return fleet.RunnerGroup{}, notFound{err}
+	}
 	if err != nil {
 		return fleet.RunnerGroup{}, err
 	}
@@ -52,6 +57,10 @@ func (c *Client) RunnerGroup(ctx context.Context, installationID int64, org, nam
 		g, resp, err = gh.Actions.GetOrganizationRunnerGroup(ctx, org, id)
 		return resp, err
 	})
+	if statusOf(err) == http.StatusNotFound {
+		c.forgetGroup(installationID, org, name) // deleted since it was resolved
+		return fleet.RunnerGroup{}, notFound{fmt.Errorf("%w %q (id %d) in %s: %w", ErrUnknownRunnerGroup, name, id, org, err)}
+	}
 	if err != nil {
 		return fleet.RunnerGroup{}, fmt.Errorf("get runner group %q (id %d) in %s: %w", name, id, org, err)
 	}
@@ -76,3 +85,11 @@ func (c *Client) RunnerGroup(ctx context.Context, installationID int64, org, nam
 	}
 	return out, nil
 }
+
+// notFound makes err match fleet.ErrNotFound too, keeping its message: the
+// scheduler, which knows only fleet's errors, tells a group that does not
+// exist from one that could not be read.
+type notFound struct{ error }
+
+func (e notFound) Unwrap() error      { return e.error }
+func (notFound) Is(target error) bool { return target == fleet.ErrNotFound }

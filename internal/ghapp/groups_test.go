@@ -50,7 +50,13 @@ func TestRunnerGroupSettings(t *testing.T) {
 	if req["GET /orgs/{org}/actions/runner-groups/{id}"] != 2 || req["GET /orgs/{org}/actions/runner-groups/{id}/repositories"] != 2 {
 		t.Fatalf("requests %v", req)
 	}
-	if _, err := e.c.RunnerGroup(ctx(t), instID, org, "nope"); !errors.Is(err, ErrUnknownRunnerGroup) {
+	if _, err := e.c.RunnerGroup(ctx(t), instID, org, "nope"); !errors.Is(err, ErrUnknownRunnerGroup) || !errors.Is(err, fleet.ErrNotFound) ||
+		!strings.HasPrefix(err.Error(), `unknown runner group "nope" in acme (it has: `) {
 		t.Fatalf("unknown group: %v", err)
+	}
+	// A 502 is not "not found": the group may well exist.
+	e.fault(-1, path("GET", "/runner-groups/4"), 502, nil)
+	if _, err := e.c.RunnerGroup(ctx(t), instID, org, "open"); err == nil || errors.Is(err, fleet.ErrNotFound) {
+		t.Fatalf("502: %v", err)
 	}
 }

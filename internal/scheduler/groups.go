@@ -20,6 +20,30 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
+// ErrUnchecked is matched by every line of CheckRunnerGroups' error that
+// says GitHub could not be read (an outage, a timeout), as opposed to a
+// group that admits too much or does not exist: asking again later may
+// succeed.
+var ErrUnchecked = errors.New("cannot be checked now")
+
+// Unchecked reports whether err, from CheckRunnerGroups, holds only
+// problems of reading GitHub: then the check is worth trying again.
+func Unchecked(err error) bool {
+	if err == nil {
+		return false
+	}
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	for _, e := range all {
+		if !errors.Is(e, ErrUnchecked) {
+			return false
+		}
+	}
+	return true
+}
+
 // GroupReader reads what GitHub enforces: the organizations the App is
 // installed on, and their runner groups' access settings. internal/ghapp
 // satisfies it.
@@ -57,12 +81,13 @@ func (c Config) Warnings() []string {
 // GitHub give jobs the service ignored to the pool's runners. For a pool
 // whose runner_group_policy is refuse, each such finding (or a group that
 // cannot be read) is in the error, one per line; for one whose policy is
-// warn, it is a warning instead.
+// warn, it is a warning instead. A line that says only that GitHub could
+// not be read matches ErrUnchecked.
 func CheckRunnerGroups(ctx context.Context, cfg Config, gh GroupReader) (warnings []string, err error) {
 	cfg = cfg.WithDefaults()
 	orgs, err := gh.Installations(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("check runner groups: %w", err)
+		return nil, fmt.Errorf("the App's installations %w", uncheckedError{err})
 	}
 	if len(orgs) == 0 {
 		return []string{"the App is installed on no organization: no runner group to check"}, nil
@@ -81,7 +106,7 @@ func CheckRunnerGroups(ctx context.Context, cfg Config, gh GroupReader) (warning
 				g, err := gh.RunnerGroup(ctx, o.InstallationID, o.Login, p.RunnerGroup)
 				if err != nil {
 					if ctx.Err() != nil {
-						return nil, fmt.Errorf("check runner groups: %w", ctx.Err())
+						return nil, fmt.Errorf("runner groups %w", uncheckedError{ctx.Err()})
 					}
 					readErr[k] = err
 				} else {
@@ -90,15 +115,21 @@ func CheckRunnerGroups(ctx context.Context, cfg Config, gh GroupReader) (warning
 			}
 			where := fmt.Sprintf("pools[%d] (%s): runner group %q of org %s", i, p.Name, p.RunnerGroup, o.Login)
 			var findings []groupFinding
-			if err := readErr[k]; err != nil {
-				findings = []groupFinding{{"cannot be checked: " + err.Error(), "make sure it exists and the App may read it"}}
-			} else {
+			switch err := readErr[k]; {
+			case errors.Is(err, fleet.ErrNotFound):
+				findings = []groupFinding{{problem: "does not exist: " + err.Error(), fix: "create it, or name an existing group"}}
+			case err != nil:
+				findings = []groupFinding{{problem: uncheckedError{err}.Error(), unchecked: uncheckedError{err}}}
+			default:
 				findings = compareGroup(p, read[k])
 			}
 			for _, f := range findings {
-				if p.RunnerGroupPolicy == PolicyWarn {
+				switch {
+				case p.RunnerGroupPolicy == PolicyWarn:
 					warnings = append(warnings, fmt.Sprintf("%s %s (runner_group_policy: warn)", where, f.problem))
-				} else {
+				case f.unchecked != nil:
+					refusals = append(refusals, fmt.Errorf("%s %w", where, f.unchecked))
+				default:
 					refusals = append(refusals, fmt.Errorf("%s %s: %s, or set runner_group_policy: warn", where, f.problem, f.fix))
 				}
 			}
@@ -107,16 +138,26 @@ func CheckRunnerGroups(ctx context.Context, cfg Config, gh GroupReader) (warning
 	return warnings, errors.Join(refusals...)
 }
 
-type groupFinding struct{ problem, fix string }
+type groupFinding struct {
+	problem, fix string
+	unchecked    error // GitHub could not be read: the problem is this
+}
+
+// uncheckedError is GitHub's failing to answer; it matches ErrUnchecked.
+type uncheckedError struct{ err error }
+
+func (e uncheckedError) Error() string      { return ErrUnchecked.Error() + ": " + e.err.Error() }
+func (e uncheckedError) Unwrap() error      { return e.err }
+func (uncheckedError) Is(target error) bool { return target == ErrUnchecked }
 
 // compareGroup says what g admits that pool p does not.
 func compareGroup(p Pool, g fleet.RunnerGroup) []groupFinding {
 	var out []groupFinding
 	if g.AllowsPublicRepositories && !p.AllowPublicRepositories {
 		out = append(out, groupFinding{
-			"admits public repositories, which the pool refuses (allow_public_repositories is off): " +
+			problem: "admits public repositories, which the pool refuses (allow_public_repositories is off): " +
 				"GitHub would give their jobs to the pool's idle runners",
-			"turn off public repositories for the group"})
+			fix: "turn off public repositories for the group"})
 	}
 	if len(p.Repositories) == 0 {
 		return out
@@ -132,19 +173,19 @@ func compareGroup(p Pool, g fleet.RunnerGroup) []groupFinding {
 		}
 		if len(extra) > 0 {
 			out = append(out, groupFinding{
-				"admits " + listSome(extra, 10) + ", not in " + allowed + ": GitHub would give their jobs to the pool's idle runners",
-				"remove them from the group"})
+				problem: "admits " + listSome(extra, 10) + ", not in " + allowed + ": GitHub would give their jobs to the pool's idle runners",
+				fix:     "remove them from the group"})
 		}
 	case fleet.VisibilityPrivate:
 		out = append(out, groupFinding{
-			"admits every private repository (visibility private), not only " + allowed +
+			problem: "admits every private repository (visibility private), not only " + allowed +
 				": GitHub would give other repositories' jobs to the pool's idle runners",
-			"give the group selected repositories only"})
+			fix: "give the group selected repositories only"})
 	default: // "all", or anything GitHub adds: assume the widest
 		out = append(out, groupFinding{
-			fmt.Sprintf("admits every repository (visibility %s), not only %s", g.Visibility, allowed) +
+			problem: fmt.Sprintf("admits every repository (visibility %s), not only %s", g.Visibility, allowed) +
 				": GitHub would give other repositories' jobs to the pool's idle runners",
-			"give the group selected repositories only"})
+			fix: "give the group selected repositories only"})
 	}
 	return out
 }

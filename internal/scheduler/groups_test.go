@@ -23,6 +23,9 @@ func (g *groups) Installations(context.Context) ([]fleet.Org, error) { return g.
 
 func (g *groups) RunnerGroup(_ context.Context, _ int64, org, name string) (fleet.RunnerGroup, error) {
 	g.reads++
+	if name == "flaky" {
+		return fleet.RunnerGroup{}, errors.New("github: 502")
+	}
 	rg, ok := g.byName[org+"/"+name]
 	if !ok {
 		return fleet.RunnerGroup{}, fmt.Errorf("runner group %q in %s: %w", name, org, fleet.ErrNotFound)
@@ -65,8 +68,12 @@ func TestCheckRunnerGroups(t *testing.T) {
 		{"allow-list, selected beyond it", pool(func(p *Pool) { p.Repositories = []string{"acme/app"} }), selected,
 			`pools[0] (linux): runner group "Default" of org acme admits acme/tools, acme/web, not in the pool's repositories (acme/app): ` +
 				`GitHub would give their jobs to the pool's idle runners: remove them from the group, or set runner_group_policy: warn`, ""},
-		{"a group that cannot be read", pool(func(p *Pool) { p.RunnerGroup = "gpu" }), all,
-			`pools[0] (linux): runner group "gpu" of org acme cannot be checked: runner group "gpu" in acme: not found: make sure it exists and the App may read it`, ""},
+		{"a group that does not exist", pool(func(p *Pool) { p.RunnerGroup = "gpu" }), all,
+			`pools[0] (linux): runner group "gpu" of org acme does not exist: runner group "gpu" in acme: not found: create it, or name an existing group, or set runner_group_policy: warn`, ""},
+		{"a group that cannot be read", pool(func(p *Pool) { p.RunnerGroup = "flaky" }), all,
+			`pools[0] (linux): runner group "flaky" of org acme cannot be checked now: github: 502`, ""},
+		{"a group that cannot be read, policy warn", pool(func(p *Pool) { p.RunnerGroup = "flaky"; p.RunnerGroupPolicy = PolicyWarn }), all, "",
+			`pools[0] (linux): runner group "flaky" of org acme cannot be checked now: github: 502 (runner_group_policy: warn)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gr := &groups{orgs: []fleet.Org{acme}, byName: map[string]fleet.RunnerGroup{"acme/Default": tc.group}}
@@ -79,6 +86,10 @@ func TestCheckRunnerGroups(t *testing.T) {
 			}
 			if tc.warn == "" && len(warns) != 0 || tc.warn != "" && (len(warns) != 1 || warns[0] != tc.warn) {
 				t.Fatalf("warnings = %q\nwant %q", warns, tc.warn)
+			}
+			// Only GitHub's failing to answer is worth asking again.
+			if got, want := Unchecked(err), strings.Contains(tc.want, "cannot be checked now"); got != want {
+				t.Fatalf("Unchecked(%v) = %v", err, got)
 			}
 		})
 	}
@@ -122,8 +133,11 @@ func TestCheckRunnerGroupsEveryOrgAndPool(t *testing.T) {
 	if gr.reads != 4 {
 		t.Errorf("%d group reads, want 4 (two groups in two orgs)", gr.reads)
 	}
+	if Unchecked(err) {
+		t.Fatal("findings are not Unchecked")
+	}
 	gr.orgsErr = errors.New("502")
-	if _, err := CheckRunnerGroups(context.Background(), cfg, gr); err == nil || !strings.Contains(err.Error(), "502") {
+	if _, err := CheckRunnerGroups(context.Background(), cfg, gr); err == nil || !strings.Contains(err.Error(), "502") || !Unchecked(err) {
 		t.Fatalf("installations unreadable: %v", err)
 	}
 }
