@@ -83,6 +83,8 @@ type poolConfig struct {
 	MaxIdleAge              time.Duration     `yaml:"max_idle_age"`
 	AllowPublicRepositories bool              `yaml:"allow_public_repositories"`
 	Repositories            []string          `yaml:"repositories"`
+	RunnerGroup             string            `yaml:"runner_group"`
+	RunnerGroupPolicy       string            `yaml:"runner_group_policy"`
 }
 
 // config is the loaded configuration: each package's own Config, plus the
@@ -101,6 +103,8 @@ type config struct {
 	LXD      lxd.Config
 	Images   []image.Spec
 	Rebuilds []image.Rebuild // images with rebuild_every
+	// Warnings are what is valid but likely not meant, one line each.
+	Warnings []string
 }
 
 const (
@@ -186,12 +190,17 @@ func loadConfig(path string) (*config, error) {
 		Timeouts:            scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
 	}
 	for _, pc := range fc.Pools {
+		if pc.RunnerGroup == "" {
+			pc.RunnerGroup = gh.RunnerGroup // and the scheduler's default when that is empty too
+		}
 		c.App.Scheduler.Pools = append(c.App.Scheduler.Pools, scheduler.Pool{
 			Name: pc.Name, Labels: pc.Labels, Image: pc.Image, SourceInstance: pc.SourceInstance, Type: pc.Type,
 			Architecture: pc.Architecture, Target: pc.Target, Profiles: pc.Profiles, Config: pc.Config,
 			MaxInstances: pc.MaxInstances, MinIdle: pc.MinIdle, MaxIdleAge: pc.MaxIdleAge,
 			AllowPublicRepositories: pc.AllowPublicRepositories,
 			Repositories:            pc.Repositories,
+			RunnerGroup:             pc.RunnerGroup,
+			RunnerGroupPolicy:       pc.RunnerGroupPolicy,
 		})
 	}
 	p.check(c.App.Scheduler.Validate())
@@ -213,6 +222,7 @@ func loadConfig(path string) (*config, error) {
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	c.Warnings = c.App.Scheduler.Warnings()
 	return c, nil
 }
 

@@ -67,6 +67,11 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if to := c.App.Scheduler.Timeouts; to.Launch != 5*time.Minute || to.ShutdownGrace != 15*time.Second {
 		t.Fatalf("timeouts %+v, want launch_timeout 5m and shutdown_grace 15s", to)
 	}
+	// The gpu pool, whose labels cover linux-x64's, has a group of its own.
+	if ps := c.App.Scheduler.Pools; ps[0].RunnerGroup != "Default" || ps[0].RunnerGroupPolicy != scheduler.PolicyRefuse ||
+		ps[1].RunnerGroup != "gpu-runners" || len(c.Warnings) != 0 {
+		t.Fatalf("runner groups: %+v; warnings %q", ps, c.Warnings)
+	}
 }
 
 // limits.launch_timeout and shutdown_grace reach the scheduler; left out,
@@ -283,6 +288,9 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		{"redeliver_interval beyond the lookback", "redeliver_interval: 12h\n", []string{
 			"redeliver_interval 12h0m0s: must not be longer than the redelivery lookback (6h0m0s)",
 		}},
+		{"pool runner group policy", "pools: [{name: linux, labels: [self-hosted], image: img, runner_group_policy: ignore}]\n", []string{
+			`pools[0] (linux): runner_group_policy must be refuse or warn, not "ignore"`,
+		}},
 		{"limits", "limits: {max_instances: 0, registration_timeout: -1s, launch_timeout: -2s}\nshutdown_grace: -3s\n", []string{
 			"limits.max_instances must be at least 1",
 			"limits.registration_timeout -1s: must not be negative",
@@ -332,6 +340,32 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 				t.Logf("output:\n%s", out)
 			}
 		})
+	}
+}
+
+// A pool's runner group is its own runner_group, else github.runner_group,
+// else Default.
+func TestPoolRunnerGroups(t *testing.T) {
+	key, secret := secrets(t, t.TempDir())
+	pools := `
+limits: {max_instances: 2}
+pools:
+  - {name: linux, labels: [self-hosted, linux], image: img}
+  - {name: gpu, labels: [self-hosted, gpu], image: img, runner_group: gpu-runners, runner_group_policy: warn}
+`
+	for _, tc := range []struct{ github, linux string }{
+		{"github: {app_id: 1, private_key_file: " + key + ", webhook_secret_file: " + secret + "}", "Default"},
+		{"github: {app_id: 1, private_key_file: " + key + ", webhook_secret_file: " + secret + ", runner_group: lxd}", "lxd"},
+	} {
+		c, err := loadConfig(writeConfig(t, tc.github+pools))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := c.App.Scheduler.WithDefaults().Pools
+		if ps[0].RunnerGroup != tc.linux || ps[0].RunnerGroupPolicy != scheduler.PolicyRefuse ||
+			ps[1].RunnerGroup != "gpu-runners" || ps[1].RunnerGroupPolicy != scheduler.PolicyWarn {
+			t.Errorf("%s: pools %+v", tc.github, ps)
+		}
 	}
 }
 

@@ -11,13 +11,20 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghapp"
 )
 
 const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
 
 commands:
   serve    --config FILE   run the service
-  validate --config FILE   check a config; exits non-zero listing every problem
+  validate --config FILE [--check-github]
+                           check a config; exits non-zero listing every problem.
+                           --check-github also reads the pools' runner groups at
+                           GitHub, with the config's App credentials
   version                  print the version
 ` + adminUsage + imageUsage
 
@@ -71,15 +78,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, cfg, log)
 	case "validate":
 		path := fs.String("config", "", "config file")
+		withGitHub := fs.Bool("check-github", false, "also check the pools' runner groups at GitHub, with the config's App credentials")
 		if err := fs.Parse(args); err != nil {
 			return usageError{err.Error()}
 		}
 		if *path == "" {
 			return errors.New("validate: --config FILE is required")
 		}
-		if _, err := loadConfig(*path); err != nil {
+		cfg, err := loadConfig(*path)
+		if err != nil {
 			return fmt.Errorf("%s is not valid:\n%w", *path, err)
 		}
+		warnings := cfg.Warnings
+		if *withGitHub {
+			gh, err := ghapp.New(cfg.GitHub, zerolog.Nop())
+			if err != nil {
+				return err
+			}
+			more, err := checkRunnerGroups(ctx, cfg, gh)
+			warnings = append(warnings, more...)
+			if err != nil {
+				printWarnings(stderr, warnings)
+				return fmt.Errorf("%s: %w", *path, err)
+			}
+		}
+		printWarnings(stderr, warnings)
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
 	case "image":

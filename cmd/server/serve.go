@@ -51,6 +51,20 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn().Msg(w)
+	}
+	m := metrics.New(version)
+	ghCfg := cfg.GitHub
+	ghCfg.Transport = metrics.GitHubTransport(nil, m)
+	gh, err := ghapp.New(ghCfg, log)
+	if err != nil {
+		return err
+	}
+	// Before anything else: the runner groups are what GitHub enforces.
+	if err := awaitRunnerGroups(ctx, cfg, gh, log); err != nil {
+		return err
+	}
 	st, err := openState(ctx, cfg)
 	if err != nil {
 		return err
@@ -60,18 +74,11 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m := metrics.New(version)
 	var replicas *app.Replicas
 	if cfg.Database != "" {
 		if replicas, err = newReplicas(st, m, log); err != nil {
 			return err
 		}
-	}
-	ghCfg := cfg.GitHub
-	ghCfg.Transport = metrics.GitHubTransport(nil, m)
-	gh, err := ghapp.New(ghCfg, log)
-	if err != nil {
-		return err
 	}
 	var a *app.App
 	var leaderTasks []func(context.Context) error

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,6 +48,11 @@ var (
 	// caller that reads it from a file and has already said why the file
 	// gave nothing can leave it out.
 	ErrNoPrivateKey = errors.New("github.private_key_file is required")
+	// ErrOtherHost: a request was to go to another host (or scheme) than
+	// the API's, most likely by a redirect, and was not sent. Every
+	// request carries the App's JWT or an installation token, which only
+	// the API's host may see.
+	ErrOtherHost = errors.New("refused to send the App's credentials to another host")
 )
 
 // Config configures a Client.
@@ -54,10 +60,12 @@ type Config struct {
 	// APIURL is the REST base URL, used exactly as given (a trailing slash is
 	// added if missing): https://api.github.com/,
 	// https://ghe.example.com/api/v3/, or a test server's URL.
-	APIURL      string
-	AppID       int64
-	PrivateKey  []byte // PEM; the caller reads the file
-	RunnerGroup string // by name, default "Default"; resolved per org
+	APIURL     string
+	AppID      int64
+	PrivateKey []byte // PEM; the caller reads the file
+	// RunnerGroup is the group, by name, of a JIT request that names none;
+	// default "Default". Each group is resolved to its id per org.
+	RunnerGroup string
 	// Timeout bounds each HTTP attempt (token refresh included). Default 30s.
 	Timeout time.Duration
 	// Transport is the base round tripper; default a clone of
@@ -89,6 +97,8 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("github.api_url must not contain credentials"))
 	} else if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("github.api_url %q: want an absolute http(s) URL without query", c.APIURL))
+	} else if u.Scheme == "http" && !loopback(u.Hostname()) {
+		errs = append(errs, fmt.Errorf("github.api_url %q: must be https: the App's tokens would cross the network in clear (http is for a loopback address only)", c.APIURL))
 	}
 	if c.AppID == 0 {
 		errs = append(errs, errors.New("github.app_id is required"))
@@ -110,6 +120,16 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("github: request timeout must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// loopback reports whether host is this machine: localhost, 127.0.0.0/8 or
+// ::1. Only there may the API be reached over plain http (a test's stand-in).
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // String and GoString keep the private key out of logs and error messages.
@@ -153,6 +173,7 @@ type Client struct {
 type groupKey struct {
 	installationID int64
 	org            string // lower case
+	name           string // as configured
 }
 
 // New builds a Client. It does no I/O.
@@ -176,6 +197,7 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
+	base = originGuard{base: base, scheme: apiURL.Scheme, host: apiURL.Host}
 	c := &Client{
 		log:       log.With().Str("component", "ghapp").Logger(),
 		apiURL:    apiURL,
@@ -209,12 +231,57 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 }
 
 func (c *Client) newGitHub(rt http.RoundTripper) *github.Client {
-	gh := github.NewClient(&http.Client{Transport: rt})
+	gh := github.NewClient(&http.Client{Transport: rt, CheckRedirect: c.checkRedirect})
 	// Exactly as given: WithEnterpriseURLs would append api/v3.
 	u := *c.apiURL
 	gh.BaseURL = &u
 	gh.UserAgent = userAgent
 	return gh
+}
+
+// checkRedirect follows a redirect only to the API's own scheme and host.
+// The credentials are added by the transport to every request, redirected
+// ones included, so net/http's own rule (it drops an Authorization header
+// it was given when the host changes) would not keep them from another
+// host.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if !sameOrigin(req.URL, c.apiURL.Scheme, c.apiURL.Host) {
+		return fmt.Errorf("redirect to %s://%s: %w", req.URL.Scheme, req.URL.Host, ErrOtherHost)
+	}
+	return nil
+}
+
+func sameOrigin(u *url.URL, scheme, host string) bool {
+	return strings.EqualFold(u.Scheme, scheme) && strings.EqualFold(u.Host, host)
+}
+
+// originGuard sits under the transports that add the App's JWT and the
+// installation tokens, and sends nothing to another scheme or host than
+// the API's: whatever a redirect, a link in an answer or a future change
+// asks for, those credentials reach the API's host only.
+type originGuard struct {
+	base         http.RoundTripper
+	scheme, host string
+}
+
+func (g originGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !sameOrigin(req.URL, g.scheme, g.host) {
+		if req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper closes the body, even on error
+		}
+		return nil, fmt.Errorf("%s %s://%s: %w", req.Method, req.URL.Scheme, req.URL.Host, ErrOtherHost)
+	}
+	return g.base.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach base.
+func (g originGuard) CloseIdleConnections() {
+	if c, ok := g.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // installation returns the cached client for an installation. ghinstallation

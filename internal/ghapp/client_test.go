@@ -177,6 +177,29 @@ func TestJITConfigAndGroupResolution(t *testing.T) {
 	}
 }
 
+// A request that names a group registers there; each group is resolved
+// once per org, and a request naming none gets the configured default.
+func TestJITConfigInTheRequestsGroup(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	for i, g := range []string{"Default", "lxd-runners", "Default", ""} {
+		name := fmt.Sprintf("r%d-%s", i, g)
+		_, err := e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: name, Labels: []string{"x"}, RunnerGroup: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]int64{}
+	for _, r := range e.fake.Runners() {
+		got[r.Name] = r.GroupID
+	}
+	if got["r0-Default"] != 1 || got["r1-lxd-runners"] != 3 || got["r2-Default"] != 1 || got["r3-"] != 3 {
+		t.Fatalf("groups by runner: %v", got)
+	}
+	if n := e.fake.Requests()["GET /orgs/{org}/actions/runner-groups"]; n != 2 {
+		t.Fatalf("%d group lookups, want one per group", n)
+	}
+}
+
 func TestUnknownRunnerGroup(t *testing.T) {
 	e := newEnv(t, nil, func(c *Config) { c.RunnerGroup = "nope" })
 	_, err := e.c.GenerateJITConfig(ctx(t), fleet.JITRequest{InstallationID: instID, Org: org, Name: "r", Labels: []string{"x"}})
@@ -482,21 +505,6 @@ func TestRedaction(t *testing.T) {
 	for _, s := range secrets {
 		if s != "" && strings.Contains(text.String(), s) {
 			t.Fatalf("a credential leaked into errors or logs: %.12s...", s)
-		}
-	}
-}
-
-func TestWarnsWhenGroupAllowsPublicRepositories(t *testing.T) {
-	for _, public := range []bool{false, true} {
-		e := newEnv(t, func(o *ghfake.Options) {
-			if public {
-				o.PublicRunnerGroups = []string{"lxd-runners"}
-			}
-		}, nil)
-		e.jit("r1", "self-hosted")
-		warned := strings.Contains(e.logs.String(), "allows public repositories")
-		if warned != public {
-			t.Fatalf("group allows public = %v, warned = %v", public, warned)
 		}
 	}
 }

@@ -154,6 +154,8 @@ func classify(err error, attemptTimedOut bool) verdict {
 		he    *ghinstallation.HTTPError
 	)
 	switch {
+	case errors.Is(err, ErrOtherHost):
+		return verdict{kind: permanent} // not sent, and would not be the next time
 	case errors.As(err, &rl):
 		at := rl.Rate.Reset.Time
 		if at.IsZero() {

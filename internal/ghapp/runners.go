@@ -14,8 +14,9 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-// GenerateJITConfig registers a JIT runner in the configured runner group
-// and returns its id and single-use config. A 5xx answer is not retried: the
+// GenerateJITConfig registers a JIT runner in the request's runner group
+// (the configured default when it names none) and returns its id and
+// single-use config. A 5xx answer is not retried: the
 // runner may have been created, and the caller retries with a new name.
 func (c *Client) GenerateJITConfig(ctx context.Context, req fleet.JITRequest) (fleet.JITRunner, error) {
 	if err := checkTarget(req.InstallationID, req.Org); err != nil {
@@ -24,7 +25,11 @@ func (c *Client) GenerateJITConfig(ctx context.Context, req fleet.JITRequest) (f
 	if req.Name == "" || len(req.Labels) == 0 {
 		return fleet.JITRunner{}, errors.New("generate jit config: name and labels are required")
 	}
-	groupID, err := c.runnerGroupID(ctx, req.InstallationID, req.Org)
+	group := req.RunnerGroup
+	if group == "" {
+		group = c.groupName
+	}
+	groupID, err := c.runnerGroupID(ctx, req.InstallationID, req.Org, group)
 	if err != nil {
 		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s: %w", req.Name, err)
 	}
@@ -46,7 +51,7 @@ func (c *Client) GenerateJITConfig(ctx context.Context, req fleet.JITRequest) (f
 		case http.StatusConflict:
 			err = fmt.Errorf("%w: %w", ErrRunnerExists, err)
 		case http.StatusNotFound, http.StatusUnprocessableEntity:
-			c.forgetGroup(req.InstallationID, req.Org) // maybe the group went away
+			c.forgetGroup(req.InstallationID, req.Org, group) // maybe the group went away
 		}
 		return fleet.JITRunner{}, fmt.Errorf("generate jit config for %s in %s: %w", req.Name, req.Org, err)
 	}
@@ -163,10 +168,10 @@ func eachPage[T any](ctx context.Context, c *Client, op string, installationID i
 	return fmt.Errorf("more than %d pages", maxPages)
 }
 
-// runnerGroupID resolves the configured group name for an org, once; the
-// answer is cached until a JIT request suggests it went stale.
-func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org string) (int64, error) {
-	key := groupKey{installationID, strings.ToLower(org)}
+// runnerGroupID resolves a group name for an org, once; the answer is
+// cached until a JIT request suggests it went stale.
+func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org, name string) (int64, error) {
+	key := groupKey{installationID, strings.ToLower(org), name}
 	c.mu.Lock()
 	id, ok := c.groups[key]
 	c.mu.Unlock()
@@ -174,8 +179,8 @@ func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org st
 		return id, nil
 	}
 	// Many jobs queued at once must not all list the groups.
-	v, err, _ := c.sf.Do(fmt.Sprintf("%d/%s", installationID, key.org), func() (any, error) {
-		id, err := c.lookupGroup(ctx, installationID, org)
+	v, err, _ := c.sf.Do(fmt.Sprintf("%d/%s/%s", installationID, key.org, name), func() (any, error) {
+		id, err := c.lookupGroup(ctx, installationID, org, name)
 		if err != nil {
 			return int64(0), err
 		}
@@ -190,7 +195,7 @@ func (c *Client) runnerGroupID(ctx context.Context, installationID int64, org st
 	return v.(int64), nil
 }
 
-func (c *Client) lookupGroup(ctx context.Context, installationID int64, org string) (int64, error) {
+func (c *Client) lookupGroup(ctx context.Context, installationID int64, org, name string) (int64, error) {
 	var names []string
 	var exact, fold int64
 	err := eachPage(ctx, c, "list runner groups", installationID,
@@ -202,32 +207,24 @@ func (c *Client) lookupGroup(ctx context.Context, installationID int64, org stri
 			return gs.RunnerGroups, resp, err
 		},
 		func(g *github.RunnerGroup) bool {
-			if g.GetName() == c.groupName || (fold == 0 && strings.EqualFold(g.GetName(), c.groupName)) {
-				if g.GetAllowsPublicRepositories() {
-					// GitHub gives a public repository's job to any idle runner
-					// of such a group, even one launched for a private job.
-					c.log.Warn().Str("org", org).Str("runner_group", g.GetName()).
-						Msg("runner group allows public repositories: our runners may run their jobs; restrict the group unless that is intended")
-				}
-			}
 			switch {
-			case g.GetName() == c.groupName:
+			case g.GetName() == name:
 				exact = g.GetID()
 				return false
-			case fold == 0 && strings.EqualFold(g.GetName(), c.groupName):
+			case fold == 0 && strings.EqualFold(g.GetName(), name):
 				fold = g.GetID()
 			}
 			names = append(names, g.GetName())
 			return true
 		})
 	if err != nil {
-		if s := statusOf(err); (s == http.StatusNotFound || s == http.StatusForbidden) && strings.EqualFold(c.groupName, defaultRunnerGroup) {
+		if s := statusOf(err); (s == http.StatusNotFound || s == http.StatusForbidden) && strings.EqualFold(name, defaultRunnerGroup) {
 			// Plans without runner groups still have the default group,
 			// whose id is always 1.
 			c.log.Warn().Err(err).Str("org", org).Msg("cannot list runner groups; using the default group id 1")
 			return 1, nil
 		}
-		return 0, fmt.Errorf("resolve runner group %q in %s: %w", c.groupName, org, err)
+		return 0, fmt.Errorf("resolve runner group %q in %s: %w", name, org, err)
 	}
 	if exact != 0 {
 		return exact, nil
@@ -235,11 +232,11 @@ func (c *Client) lookupGroup(ctx context.Context, installationID int64, org stri
 	if fold != 0 {
 		return fold, nil
 	}
-	return 0, fmt.Errorf("%w %q in %s (it has: %s)", ErrUnknownRunnerGroup, c.groupName, org, strings.Join(names, ", "))
+	return 0, fmt.Errorf("%w %q in %s (it has: %s)", ErrUnknownRunnerGroup, name, org, strings.Join(names, ", "))
 }
 
-func (c *Client) forgetGroup(installationID int64, org string) {
+func (c *Client) forgetGroup(installationID int64, org, name string) {
 	c.mu.Lock()
-	delete(c.groups, groupKey{installationID, strings.ToLower(org)})
+	delete(c.groups, groupKey{installationID, strings.ToLower(org), name})
 	c.mu.Unlock()
 }

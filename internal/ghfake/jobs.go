@@ -86,7 +86,7 @@ type runner struct {
 	id        int64
 	name      string
 	labels    []string
-	group     runnerGroup
+	group     *runnerGroup // its settings may change after it registered
 	os        string
 	secret    string
 	createdAt time.Time
@@ -141,6 +141,7 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 		repoID = s.next.repo
 		s.repoIDs[spec.Repo] = repoID
 	}
+	s.repoPublic[spec.Repo] = spec.Public
 	s.next.job++
 	s.next.run++
 	now := time.Now()
@@ -204,8 +205,8 @@ func (s *Server) dispatchLocked() {
 			continue
 		}
 		for i, r := range idle {
-			// A runner group refuses public repositories unless allowed.
-			if labelsCover(r.labels, j.labels) && (!j.public || r.group.allowsPublic) {
+			// The runner's group must admit the job's repository.
+			if labelsCover(r.labels, j.labels) && r.group.admits(j.repo, j.public) {
 				s.assignLocked(j, r)
 				idle = append(idle[:i], idle[i+1:]...)
 				break

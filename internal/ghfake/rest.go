@@ -16,7 +16,7 @@ type authKind int
 const (
 	authNone         authKind = iota // fake runner endpoints check their own secret
 	authApp                          // App JWT
-	authInstallation                 // installation token for the org in the path
+	authInstallation                 // installation token for the org (or repository owner) in the path
 )
 
 func (s *Server) routes() http.Handler {
@@ -24,7 +24,11 @@ func (s *Server) routes() http.Handler {
 	s.route(mux, "POST /app/installations/{id}/access_tokens", authApp, s.handleAccessToken)
 	s.route(mux, "GET /app/hook/deliveries", authApp, s.handleListDeliveries)
 	s.route(mux, "POST /app/hook/deliveries/{id}/attempts", authApp, s.handleRedeliver)
+	s.route(mux, "GET /app/installations", authApp, s.handleListInstallations)
 	s.route(mux, "GET /orgs/{org}/actions/runner-groups", authInstallation, s.handleListGroups)
+	s.route(mux, "GET /orgs/{org}/actions/runner-groups/{id}", authInstallation, s.handleGetGroup)
+	s.route(mux, "GET /orgs/{org}/actions/runner-groups/{id}/repositories", authInstallation, s.handleGroupRepositories)
+	s.route(mux, "GET /repos/{owner}/{repo}/actions/jobs/{id}", authInstallation, s.handleGetJob)
 	s.route(mux, "POST /orgs/{org}/actions/runners/generate-jitconfig", authInstallation, s.handleGenerateJIT)
 	s.route(mux, "GET /orgs/{org}/actions/runners", authInstallation, s.handleListRunners)
 	s.route(mux, "GET /orgs/{org}/actions/runners/{id}", authInstallation, s.handleGetRunner)
@@ -139,7 +143,11 @@ func (s *Server) checkInstallationToken(r *http.Request) bool {
 	s.mu.Lock()
 	exp, ok := s.tokens[tok]
 	s.mu.Unlock()
-	return ok && time.Now().Before(exp) && strings.EqualFold(r.PathValue("org"), s.opts.Org)
+	owner := r.PathValue("org")
+	if owner == "" {
+		owner = r.PathValue("owner")
+	}
+	return ok && time.Now().Before(exp) && strings.EqualFold(owner, s.opts.Org)
 }
 
 func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {

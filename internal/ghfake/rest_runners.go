@@ -1,6 +1,6 @@
 package ghfake
 
-// The stand-in's REST API for runner groups, runners and JIT configs.
+// The stand-in's REST API for runners and JIT configs.
 
 import (
 	"encoding/base64"
@@ -12,34 +12,6 @@ import (
 	"strings"
 	"time"
 )
-
-type apiRunnerGroup struct {
-	ID                       int64  `json:"id"`
-	Name                     string `json:"name"`
-	Visibility               string `json:"visibility"`
-	Default                  bool   `json:"default"`
-	RunnersURL               string `json:"runners_url"`
-	Inherited                bool   `json:"inherited"`
-	AllowsPublicRepositories bool   `json:"allows_public_repositories"`
-	RestrictedToWorkflows    bool   `json:"restricted_to_workflows"`
-	SelectedWorkflows        []any  `json:"selected_workflows"`
-}
-
-func (s *Server) handleListGroups(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	groups := append([]runnerGroup(nil), s.groups...)
-	s.mu.Unlock()
-	lo, hi := paginate(w, r, len(groups))
-	out := []apiRunnerGroup{}
-	for _, g := range groups[lo:hi] {
-		out = append(out, apiRunnerGroup{
-			ID: g.id, Name: g.name, Visibility: "all", Default: g.id == 1, AllowsPublicRepositories: g.allowsPublic,
-			RunnersURL:        fmt.Sprintf("%sorgs/%s/actions/runner-groups/%d/runners", s.url, s.opts.Org, g.id),
-			SelectedWorkflows: []any{},
-		})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"total_count": len(groups), "runner_groups": out})
-}
 
 type apiLabel struct {
 	ID   int64  `json:"id"`
@@ -113,12 +85,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var group *runnerGroup
-	for i := range s.groups {
-		if s.groups[i].id == body.RunnerGroupID {
-			group = &s.groups[i]
-		}
-	}
+	group := s.groupLocked(body.RunnerGroupID)
 	if group == nil {
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("Runner group %d does not exist.", body.RunnerGroupID))
 		return
@@ -131,7 +98,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 	}
 	s.next.runner++
 	rn := &runner{
-		id: s.next.runner, name: body.Name, labels: labels, group: *group, os: "unknown",
+		id: s.next.runner, name: body.Name, labels: labels, group: group, os: "unknown",
 		secret: randomHex(32), createdAt: time.Now(), wake: make(chan struct{}),
 	}
 	s.runners[rn.id] = rn

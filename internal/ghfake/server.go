@@ -1,6 +1,8 @@
 // Package ghfake is a stateful stand-in for the parts of GitHub this service
-// uses: GitHub App authentication, org self-hosted runners with JIT configs,
-// workflow_job webhooks and the App's webhook deliveries. It also contains
+// uses: GitHub App authentication and installations, org self-hosted
+// runners with JIT configs, runner groups and the repositories they admit,
+// workflow jobs and their workflow_job webhooks, and the App's webhook
+// deliveries. It also contains
 // the fake runner program (RunRunner) that plays the Actions runner inside an
 // LXD instance.
 //
@@ -44,7 +46,11 @@ type Options struct {
 	// PublicRunnerGroups names the groups whose runners may take jobs of
 	// public repositories. As on GitHub, a group does not by default.
 	PublicRunnerGroups []string
-	Listen             string // default "127.0.0.1:0"
+	// RunnerGroupSettings sets the access of groups named in RunnerGroups;
+	// a group not named here admits every private repository (visibility
+	// all), as GitHub's new groups do. SetRunnerGroup changes it later.
+	RunnerGroupSettings map[string]RunnerGroupSettings
+	Listen              string // default "127.0.0.1:0"
 	// PathPrefix serves the API under a sub-path, like GitHub Enterprise
 	// Server's "/api/v3/". Default "/".
 	PathPrefix string
@@ -88,25 +94,20 @@ type Server struct {
 	drop       func(event, action string, jobID int64) bool
 	requests   map[string]int
 	tokens     map[string]time.Time // installation token -> expiry
-	groups     []runnerGroup        // sorted by id
+	groups     []*runnerGroup       // sorted by id
 	runners    map[int64]*runner    // registered, not yet removed
 	sessions   map[string]*runner   // connected fake runners by session id
 	jobs       []*job               // in creation order
 	jobsByID   map[int64]*job
 	labelIDs   map[string]int64
 	repoIDs    map[string]int64
+	repoPublic map[string]bool // by repository, as its last job said
 	hang       int
 	stall      int
 	outbox     []*delivery // waiting to be sent, in order
 	outboxWake chan struct{}
 	deliveries []*delivery // attempted, in order
 	next       struct{ runner, job, run, label, repo, delivery int64 }
-}
-
-type runnerGroup struct {
-	id           int64
-	name         string
-	allowsPublic bool
 }
 
 // New starts a stand-in listening on opts.Listen.
@@ -130,6 +131,14 @@ func New(opts Options) (*Server, error) {
 	for name, id := range opts.RunnerGroups {
 		if name == "" || id <= 0 {
 			errs = append(errs, fmt.Errorf("runner group %q: name and positive id required", name))
+		}
+	}
+	for name, g := range opts.RunnerGroupSettings {
+		if _, ok := opts.RunnerGroups[name]; !ok {
+			errs = append(errs, fmt.Errorf("runner group settings for %q: no such group in RunnerGroups", name))
+		}
+		if err := g.check(); err != nil {
+			errs = append(errs, fmt.Errorf("runner group %q: %w", name, err))
 		}
 	}
 	if opts.Listen == "" {
@@ -180,6 +189,7 @@ func New(opts Options) (*Server, error) {
 		jobsByID:   map[int64]*job{},
 		labelIDs:   map[string]int64{},
 		repoIDs:    map[string]int64{},
+		repoPublic: map[string]bool{},
 		outboxWake: make(chan struct{}, 1),
 	}
 	s.runnerURL = opts.RunnerURL
@@ -187,7 +197,14 @@ func New(opts Options) (*Server, error) {
 		s.runnerURL = s.url
 	}
 	for name, id := range opts.RunnerGroups {
-		s.groups = append(s.groups, runnerGroup{id: id, name: name, allowsPublic: slices.Contains(opts.PublicRunnerGroups, name)})
+		g := &runnerGroup{id: id, name: name, visibility: VisibilityAll}
+		if set, ok := opts.RunnerGroupSettings[name]; ok {
+			g.set(set)
+		}
+		if slices.Contains(opts.PublicRunnerGroups, name) {
+			g.allowsPublic = true
+		}
+		s.groups = append(s.groups, g)
 	}
 	sort.Slice(s.groups, func(i, j int) bool { return s.groups[i].id < s.groups[j].id })
 	s.next.runner = 100

@@ -142,11 +142,41 @@ type workflowJobEvent struct {
 // enqueueJobEventLocked snapshots j now, so the payload reflects the
 // transition even if the job changes before the delivery goes out.
 func (s *Server) enqueueJobEventLocked(j *job, action string) {
-	name := j.repo
-	if _, after, ok := strings.Cut(j.repo, "/"); ok {
-		name = after
+	ev := workflowJobEvent{
+		Action:       action,
+		WorkflowJob:  s.workflowJobLocked(j),
+		Repository:   s.repoLocked(j.repo, j.repoID, j.public),
+		Organization: hookOrg{Login: s.opts.Org, ID: s.orgID, NodeID: "O_fake"},
+		Installation: hookInstallation{ID: s.opts.InstallationID, NodeID: fmt.Sprintf("MDIz_fake%d", s.opts.InstallationID)},
+		Sender:       hookUser{Login: "octocat", ID: 583231, Type: "User"},
 	}
-	owner, _, _ := strings.Cut(j.repo, "/")
+	payload, err := json.Marshal(ev)
+	if err != nil { // cannot happen with these types
+		s.log.Error().Err(err).Msg("encode webhook")
+		return
+	}
+	s.enqueueLocked(&delivery{guid: newUUID(), event: "workflow_job", action: action, jobID: j.id, repoID: j.repoID, payload: payload})
+}
+
+// repoLocked is a repository as webhooks and the REST API show it.
+func (s *Server) repoLocked(fullName string, id int64, public bool) hookRepo {
+	owner, name, ok := strings.Cut(fullName, "/")
+	if !ok {
+		owner, name = s.opts.Org, fullName
+	}
+	vis := "private"
+	if public {
+		vis = "public"
+	}
+	return hookRepo{
+		ID: id, NodeID: fmt.Sprintf("R_fake%d", id), Name: name, FullName: fullName,
+		Private: !public, Visibility: vis, Owner: hookUser{Login: owner, ID: s.orgID, Type: "Organization"},
+		HTMLURL: "https://github.com/" + fullName, DefaultBranch: "main",
+	}
+}
+
+// workflowJobLocked is a job as webhooks and the REST API show it.
+func (s *Server) workflowJobLocked(j *job) hookWorkflowJob {
 	wj := hookWorkflowJob{
 		ID: j.id, RunID: j.runID, RunAttempt: 1, NodeID: fmt.Sprintf("CR_fake%d", j.id),
 		HeadSHA: fmt.Sprintf("%040x", j.runID), HeadBranch: "main", WorkflowName: j.workflow, Name: j.name,
@@ -168,28 +198,7 @@ func (s *Server) enqueueJobEventLocked(j *job, action string) {
 		id, rname, gid, gname := r.id, r.name, r.group.id, r.group.name
 		wj.RunnerID, wj.RunnerName, wj.RunnerGroupID, wj.RunnerGroupName = &id, &rname, &gid, &gname
 	}
-	vis := "private"
-	if j.public {
-		vis = "public"
-	}
-	ev := workflowJobEvent{
-		Action:      action,
-		WorkflowJob: wj,
-		Repository: hookRepo{
-			ID: j.repoID, NodeID: fmt.Sprintf("R_fake%d", j.repoID), Name: name, FullName: j.repo,
-			Private: !j.public, Visibility: vis, Owner: hookUser{Login: owner, ID: s.orgID, Type: "Organization"},
-			HTMLURL: "https://github.com/" + j.repo, DefaultBranch: "main",
-		},
-		Organization: hookOrg{Login: s.opts.Org, ID: s.orgID, NodeID: "O_fake"},
-		Installation: hookInstallation{ID: s.opts.InstallationID, NodeID: fmt.Sprintf("MDIz_fake%d", s.opts.InstallationID)},
-		Sender:       hookUser{Login: "octocat", ID: 583231, Type: "User"},
-	}
-	payload, err := json.Marshal(ev)
-	if err != nil { // cannot happen with these types
-		s.log.Error().Err(err).Msg("encode webhook")
-		return
-	}
-	s.enqueueLocked(&delivery{guid: newUUID(), event: "workflow_job", action: action, jobID: j.id, repoID: j.repoID, payload: payload})
+	return wj
 }
 
 // Ping sends a ping event, as GitHub does when a hook is created.

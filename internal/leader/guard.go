@@ -96,6 +96,15 @@ func (g guardedGitHub) RemoveRunner(ctx context.Context, installationID int64, o
 	return g.inner.RemoveRunner(ctx, installationID, org, runnerID)
 }
 
+func (g guardedGitHub) WorkflowJob(ctx context.Context, installationID int64, repo string, jobID int64) (fleet.JobStatus, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return fleet.JobStatus{}, err
+	}
+	return g.inner.WorkflowJob(ctx, installationID, repo, jobID)
+}
+
 func (g guardedGitHub) ListRunners(ctx context.Context, installationID int64, org string) ([]fleet.RunnerStatus, error) {
 	ctx, cancel, err := g.e.guard(ctx)
 	defer cancel()

@@ -16,12 +16,18 @@ func TestEndpointOf(t *testing.T) {
 		"/api/v3/orgs/acme/actions/runners/55":            "/orgs/{org}/actions/runners/{id}",
 		"/orgs/acme/actions/runners/generate-jitconfig":   "/orgs/{org}/actions/runners/generate-jitconfig",
 		"/orgs/acme/actions/runner-groups":                "/orgs/{org}/actions/runner-groups",
+		"/orgs/acme/actions/runner-groups/3":              "/orgs/{org}/actions/runner-groups/{id}",
+		"/orgs/acme/actions/runner-groups/3/repositories": "/orgs/{org}/actions/runner-groups/{id}/repositories",
+		"/app/installations":                              "/app/installations",
 		"/orgs/app/actions/runners/7":                     "/orgs/{org}/actions/runners/{id}", // an org named "app"
 		"/orgs/orgs/actions/runners":                      "/orgs/{org}/actions/runners",
 		"/prefix/app/app/installations/1/access_tokens":   "/app/installations/{id}/access_tokens", // a base path ending in "app"
 		"/orgs/acme/actions/runners/not-a-number":         EndpointOther,
 		"/orgs/acme/actions/runners/55/labels":            EndpointOther,
 		"/repos/acme/widget/actions/runners":              EndpointOther,
+		"/repos/acme/widget/actions/jobs/42":              "/repos/{owner}/{repo}/actions/jobs/{id}",
+		"/api/v3/repos/acme/widget/actions/jobs/42":       "/repos/{owner}/{repo}/actions/jobs/{id}",
+		"/repos/acme/widget/actions/jobs/x":               EndpointOther,
 		"/app/installations/-1/access_tokens":             EndpointOther,
 		"/":                                               EndpointOther,
 		"":                                                EndpointOther,

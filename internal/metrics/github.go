@@ -57,7 +57,8 @@ func (t *ghTransport) CloseIdleConnections() {
 }
 
 // githubRoutes are the REST routes the service calls, as path segments.
-// "{id}" matches a number only, "{org}" any one segment.
+// "{id}" matches a number only; "{org}", "{owner}" and "{repo}" any one
+// segment.
 var githubRoutes = [][]string{
 	{"app", "installations", "{id}", "access_tokens"},
 	{"app", "installations", "{id}"},
@@ -69,6 +70,9 @@ var githubRoutes = [][]string{
 	{"orgs", "{org}", "actions", "runners", "generate-jitconfig"},
 	{"orgs", "{org}", "actions", "runners", "{id}"},
 	{"orgs", "{org}", "actions", "runner-groups"},
+	{"orgs", "{org}", "actions", "runner-groups", "{id}"},
+	{"orgs", "{org}", "actions", "runner-groups", "{id}", "repositories"},
+	{"repos", "{owner}", "{repo}", "actions", "jobs", "{id}"},
 }
 
 // endpointOf maps a request path to its route pattern, such as
@@ -78,7 +82,7 @@ var githubRoutes = [][]string{
 func endpointOf(path string) string {
 	segs := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
 	for i, s := range segs {
-		if s != "app" && s != "orgs" {
+		if s != "app" && s != "orgs" && s != "repos" {
 			continue
 		}
 		for _, r := range githubRoutes {
@@ -96,7 +100,7 @@ func matchRoute(route, segs []string) bool {
 	}
 	for i, r := range route {
 		switch r {
-		case "{org}":
+		case "{org}", "{owner}", "{repo}":
 		case "{id}":
 			if _, err := strconv.ParseUint(segs[i], 10, 64); err != nil {
 				return false

@@ -30,7 +30,23 @@ type Pool struct {
 
 	AllowPublicRepositories bool
 	Repositories            []string // optional allow-list: "owner/name" or "name"
+
+	// RunnerGroup is the GitHub runner group the pool's runners join, by
+	// name; default DefaultRunnerGroup. GitHub gives a queued job to any
+	// idle runner of a group that admits the job's repository, whatever
+	// the service decided: the group is what GitHub enforces.
+	RunnerGroup string
+	// RunnerGroupPolicy is what CheckRunnerGroups does when the group
+	// admits repositories the pool refuses: PolicyRefuse (the default) or
+	// PolicyWarn.
+	RunnerGroupPolicy string
 }
+
+// Runner group policies: what a group that admits more than its pool means.
+const (
+	PolicyRefuse = "refuse" // the service does not start
+	PolicyWarn   = "warn"   // it starts, with a warning
+)
 
 // Config is the scheduler's part of the service configuration.
 type Config struct {
@@ -45,7 +61,11 @@ type Config struct {
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
 	OnlineCheckInterval time.Duration // how often GitHub is asked whether started runners are online yet
-	Timeouts            Timeouts
+	// RecheckQueuedAfter: before a launch for a job queued longer than
+	// this, GitHub is asked whether it is still queued. Not in the file;
+	// tests change it.
+	RecheckQueuedAfter time.Duration
+	Timeouts           Timeouts
 }
 
 // Timeouts are every bound on what the scheduler waits for, in one place.
@@ -74,6 +94,8 @@ const (
 	DefaultMaxIdleAge          = time.Hour
 	DefaultRetention           = 7 * 24 * time.Hour
 	DefaultOnlineCheckInterval = 5 * time.Second
+	DefaultRunnerGroup         = "Default"
+	DefaultRecheckQueuedAfter  = 10 * time.Minute
 )
 
 // DefaultTimeouts are the Timeouts that a zero field takes.
@@ -100,6 +122,7 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.Retention, DefaultRetention)
 	orDefault(&c.OnlineCheckInterval, DefaultOnlineCheckInterval)
 	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
+	orDefault(&c.RecheckQueuedAfter, DefaultRecheckQueuedAfter)
 	t, d := &c.Timeouts, DefaultTimeouts
 	orDefault(&t.Launch, d.Launch)
 	orDefault(&t.Teardown, d.Teardown)
@@ -112,6 +135,8 @@ func (c Config) WithDefaults() Config {
 	for i := range c.Pools {
 		orDefault(&c.Pools[i].Type, "container")
 		orDefault(&c.Pools[i].MaxIdleAge, DefaultMaxIdleAge)
+		orDefault(&c.Pools[i].RunnerGroup, DefaultRunnerGroup)
+		orDefault(&c.Pools[i].RunnerGroupPolicy, PolicyRefuse)
 	}
 	return c
 }
@@ -193,6 +218,14 @@ func (c Config) Validate() error {
 		}
 		if p.MinIdle < 0 || p.MaxIdleAge < 0 {
 			add("%s: min_idle and max_idle_age must not be negative", where)
+		}
+		switch p.RunnerGroupPolicy {
+		case "", PolicyRefuse, PolicyWarn:
+		default:
+			add("%s: runner_group_policy must be %s or %s, not %q", where, PolicyRefuse, PolicyWarn, p.RunnerGroupPolicy)
+		}
+		if p.RunnerGroup != strings.TrimSpace(p.RunnerGroup) {
+			add("%s: runner_group %q: leading or trailing spaces", where, p.RunnerGroup)
 		}
 		if p.MaxInstances > 0 && p.MinIdle > p.MaxInstances {
 			add("%s: min_idle (%d) exceeds the pool's max_instances (%d)", where, p.MinIdle, p.MaxInstances)

@@ -88,6 +88,7 @@ func TestValidate(t *testing.T) {
 			{Name: "a", Labels: []string{"x"}, Image: "i", SourceInstance: "s", Type: "vm",
 				Config: map[string]string{"user.runner.pool": "x"}},
 			{Name: "a", Labels: []string{"x"}, Image: "i"},
+			{Name: "b", Labels: []string{"x"}, Image: "i", RunnerGroup: " gpu", RunnerGroupPolicy: "ignore"},
 		},
 	}
 	err := bad.Validate()
@@ -95,7 +96,8 @@ func TestValidate(t *testing.T) {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{"max_instances", "lowercase", "labels are required", "exactly one of image or source_instance",
-		"type must be", "reserved", "duplicate pool name"} {
+		"type must be", "reserved", "duplicate pool name", `pools[3] (b): runner_group_policy must be refuse or warn, not "ignore"`,
+		`pools[3] (b): runner_group " gpu": leading or trailing spaces`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

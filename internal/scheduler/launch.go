@@ -13,15 +13,20 @@ import (
 
 // launch makes one runner: a JIT config from GitHub, then the instance. On
 // failure everything made is removed, the runner row is marked failed, and
-// the pool backs off; the job stays queued, so it is never lost.
-func (s *Scheduler) launch(r fleet.Runner) {
+// the pool backs off; the job stays queued, so it is never lost. When
+// recheck is set (the job waited long), GitHub is first asked whether the
+// job still waits for a runner.
+func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job) {
 	log := s.log.With().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Logger()
 	pool := s.cfg.pool(r.Pool)
 	ctx, cancel := context.WithTimeout(s.work, s.cfg.Timeouts.Launch)
 	defer cancel()
+	if recheck != nil && !s.stillQueued(ctx, log, r, *recheck) {
+		return
+	}
 
 	jit, err := s.gh.GenerateJITConfig(ctx, fleet.JITRequest{
-		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels,
+		InstallationID: r.InstallationID, Org: r.Org, Name: r.Name, Labels: pool.Labels, RunnerGroup: pool.RunnerGroup,
 	})
 	if err != nil {
 		s.m.Launch(r.Pool, "error", 0)

@@ -190,7 +190,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // without doubling it.
 func (s *Scheduler) Step(ctx context.Context) error {
 	now := s.clock.Now()
-	var launch, teardown []fleet.Runner
+	var launch []launchOrder
+	var teardown []fleet.Runner
 	more := false
 	err := s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
 		launch, teardown = nil, nil
@@ -213,6 +214,10 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		}
 		dec := Decide(s.cfg, snap)
 
+		queued := make(map[int64]fleet.Job, len(snap.Queued))
+		for _, j := range snap.Queued {
+			queued[j.ID] = j
+		}
 		byName := make(map[string]fleet.Runner, len(snap.Runners))
 		for _, r := range snap.Runners {
 			byName[r.Name] = r
@@ -228,7 +233,11 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			if err := tx.AddEvent(l.JobID, now, "launched", "instance "+r.Name); err != nil {
 				return err
 			}
-			launch = append(launch, r)
+			var recheck *fleet.Job
+			if j, ok := queued[l.JobID]; ok && l.JobID != 0 && now.Sub(j.QueuedAt) > s.cfg.RecheckQueuedAfter {
+				recheck = &j
+			}
+			launch = append(launch, launchOrder{r, recheck})
 		}
 		for _, t := range dec.Teardowns {
 			r := byName[t.Runner]
@@ -254,9 +263,9 @@ func (s *Scheduler) Step(ctx context.Context) error {
 	if more {
 		s.Notify()
 	}
-	for _, r := range launch {
-		s.log.Info().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Msg("launching runner")
-		s.start(r, s.launch, s.Notify)
+	for _, l := range launch {
+		s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name).Msg("launching runner")
+		s.start(l.r, func(r fleet.Runner) { s.launch(r, l.recheck) }, s.Notify)
 	}
 	for _, r := range teardown {
 		if !now.Before(s.retryAt(r.Name)) {
@@ -264,6 +273,13 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// launchOrder is one launch a step decided: the runner, and the job it is
+// for when that job waited long enough to be asked about first.
+type launchOrder struct {
+	r       fleet.Runner
+	recheck *fleet.Job
 }
 
 // snapshot reads what Decide needs.

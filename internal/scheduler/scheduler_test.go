@@ -465,6 +465,24 @@ func TestLaunchCarriesLabelsAndSecret(t *testing.T) {
 	}
 }
 
+// Each pool's runners join its own runner group: GitHub gives a job only
+// to runners of groups that admit its repository.
+func TestLaunchJoinsThePoolsRunnerGroup(t *testing.T) {
+	cfg := testConfig()
+	cfg.Pools[1].RunnerGroup = "gpu-runners"
+	e := newEnv(t, cfg)
+	e.deliver(fleet.ActionQueued, 1, "", "self-hosted", "gpu")
+	e.deliver(fleet.ActionQueued, 2, "", "self-hosted", "linux")
+	e.settle()
+	groups := map[string]string{}
+	for _, r := range e.runnersIn("") {
+		groups[r.Pool] = e.gh.Records()[r.Name].Group
+	}
+	if groups["gpu"] != "gpu-runners" || groups["linux"] != DefaultRunnerGroup {
+		t.Fatalf("runner groups by pool: %v", groups)
+	}
+}
+
 func TestReconcile(t *testing.T) {
 	e := newEnv(t, testConfig())
 	ours := func(name string, state fleet.InstanceState, l fleet.InstanceLabels) {

@@ -21,18 +21,24 @@ type GitHub struct {
 	removes      int
 	failJIT      int
 	busyOnCreate bool
+	jobs         map[int64]fleet.JobStatus
+	jobReads     int
+	failJobReads int
 }
 
 // GitHubRunner is one runner record.
 type GitHubRunner struct {
 	Name         string
+	Group        string // the runner group the JIT request named
 	Online, Busy bool
 }
 
 var _ fleet.GitHub = (*GitHub)(nil)
 
 // NewGitHub returns a GitHub with no runners.
-func NewGitHub() *GitHub { return &GitHub{runners: map[int64]*GitHubRunner{}} }
+func NewGitHub() *GitHub {
+	return &GitHub{runners: map[int64]*GitHubRunner{}, jobs: map[int64]fleet.JobStatus{}}
+}
 
 // JITSecret is the JIT config GenerateJITConfig hands out for a runner name:
 // tests look for it where it must never be.
@@ -52,7 +58,7 @@ func (g *GitHub) GenerateJITConfig(_ context.Context, req fleet.JITRequest) (fle
 		}
 	}
 	g.next++
-	g.runners[g.next] = &GitHubRunner{Name: req.Name, Online: g.busyOnCreate, Busy: g.busyOnCreate}
+	g.runners[g.next] = &GitHubRunner{Name: req.Name, Group: req.RunnerGroup, Online: g.busyOnCreate, Busy: g.busyOnCreate}
 	return fleet.JITRunner{RunnerID: g.next, Config: JITSecret(req.Name)}, nil
 }
 
@@ -92,6 +98,35 @@ func (g *GitHub) ListRunners(context.Context, int64, string) ([]fleet.RunnerStat
 	return out, nil
 }
 
+// WorkflowJob answers what SetJob said of the job; a job it was told
+// nothing of is queued.
+func (g *GitHub) WorkflowJob(_ context.Context, _ int64, _ string, id int64) (fleet.JobStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.jobReads++
+	if g.failJobReads > 0 {
+		g.failJobReads--
+		return fleet.JobStatus{}, errors.New("github: 502")
+	}
+	if st, ok := g.jobs[id]; ok {
+		return st, nil
+	}
+	return fleet.JobStatus{Status: string(fleet.ActionQueued)}, nil
+}
+
+// SetJob sets what GitHub says of a job.
+func (g *GitHub) SetJob(id int64, st fleet.JobStatus) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.jobs[id] = st
+}
+
+// JobReads counts WorkflowJob calls, failed ones included.
+func (g *GitHub) JobReads() int { g.mu.Lock(); defer g.mu.Unlock(); return g.jobReads }
+
+// FailJobReads makes the next n WorkflowJob calls fail.
+func (g *GitHub) FailJobReads(n int) { g.mu.Lock(); defer g.mu.Unlock(); g.failJobReads = n }
+
 // Set changes the named runner's record, as GitHub's view changing would.
 func (g *GitHub) Set(name string, fn func(*GitHubRunner)) {
 	g.mu.Lock()
@@ -120,6 +155,17 @@ func (g *GitHub) Names() []string {
 		out = append(out, r.Name)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Records returns the runner records by name.
+func (g *GitHub) Records() map[string]GitHubRunner {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]GitHubRunner, len(g.runners))
+	for _, r := range g.runners {
+		out[r.Name] = *r
+	}
 	return out
 }
 
