@@ -6,9 +6,9 @@ package webhook
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
@@ -16,9 +16,23 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-// MaxBody caps a delivery. GitHub sends at most 25 MB; a workflow_job is a
-// few KB.
-const MaxBody = 1 << 20
+// MaxBody caps a delivery. GitHub sends at most 25 MB, but a workflow_job
+// is a few KB (7.5 KB for a job with a long branch name and many labels),
+// and the service takes nothing else: 256 KiB leaves room and keeps what an
+// unauthenticated sender can make the service hold small.
+const MaxBody = 256 << 10
+
+// Defaults of Options.
+const (
+	// DefaultMaxReads bounds the bodies read at once, before their
+	// signature is known: at most 64 x 256 KiB = 16 MiB.
+	DefaultMaxReads = 64
+	// DefaultReadWait is how long a request waits for its turn to be read
+	// before it gets 503.
+	DefaultReadWait = 2 * time.Second
+	// DefaultBodyTimeout bounds reading one body. GitHub sends it at once.
+	DefaultBodyTimeout = 5 * time.Second
+)
 
 // Recorder stores a delivery durably; fresh is false for a delivery id
 // recorded before.
@@ -34,12 +48,15 @@ type Metrics interface {
 
 // Handler serves POST /webhook.
 type Handler struct {
-	m      Metrics
-	secret []byte
-	rec    Recorder
-	notify func()
-	clock  fleet.Clock
-	log    zerolog.Logger
+	m           Metrics
+	secret      []byte
+	rec         Recorder
+	notify      func()
+	clock       fleet.Clock
+	log         zerolog.Logger
+	bodies      *bodies
+	readWait    time.Duration
+	bodyTimeout time.Duration
 }
 
 // Options are the handler's optional parts.
@@ -49,6 +66,16 @@ type Options struct {
 	Metrics Metrics     // nil: none
 	Clock   fleet.Clock // stamps each delivery's arrival; nil: the wall clock
 	Log     zerolog.Logger
+
+	// MaxReads bounds the bodies being read and verified at once, whose
+	// memory anyone can make the service spend; default DefaultMaxReads.
+	// A request waits up to ReadWait (default DefaultReadWait) for its
+	// turn, then gets 503 with Retry-After.
+	MaxReads int
+	ReadWait time.Duration
+	// BodyTimeout bounds reading one body once its turn came; default
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration
 }
 
 func (h *Handler) count(r *http.Request, result string) {
@@ -68,9 +95,19 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	if o.Clock == nil {
 		o.Clock = fleet.WallClock
 	}
+	if o.MaxReads <= 0 {
+		o.MaxReads = DefaultMaxReads
+	}
+	if o.ReadWait <= 0 {
+		o.ReadWait = DefaultReadWait
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
 	return &Handler{
 		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock,
-		log: o.Log.With().Str("component", "webhook").Logger(),
+		log:    o.Log.With().Str("component", "webhook").Logger(),
+		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
 	}, nil
 }
 
@@ -81,18 +118,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Only SHA-256: go-github would fall back to the SHA-1 header.
 	sig := r.Header.Get("X-Hub-Signature-256")
 	if !strings.HasPrefix(sig, "sha256=") {
+		dropBody(w)
 		log.Warn().Msg("rejected: missing or malformed X-Hub-Signature-256")
 		h.count(r, "bad_signature")
 		http.Error(w, "missing X-Hub-Signature-256", http.StatusUnauthorized)
 		return
 	}
-	body, err := readBody(w, r)
+	// GitHub always sends a Content-Length, and so do both proxy examples.
+	// Without one, only reading a body would tell its size.
+	if r.ContentLength < 0 {
+		dropBody(w)
+		log.Warn().Msg("rejected: no Content-Length")
+		h.count(r, "bad_request")
+		http.Error(w, "Content-Length required", http.StatusLengthRequired)
+		return
+	}
+	if r.ContentLength > MaxBody {
+		h.tooLarge(w, r, log)
+		return
+	}
+	// A buffer bounds the memory this request may take, until its body is
+	// parsed.
+	buf, ok := h.bodies.get(r.Context(), h.readWait)
+	if !ok {
+		dropBody(w)
+		log.Warn().Msg("rejected: too many bodies being read")
+		h.count(r, "busy")
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "busy, retry later", http.StatusServiceUnavailable)
+		return
+	}
+	release := func() {
+		if buf != nil {
+			h.bodies.put(buf)
+			buf = nil
+		}
+	}
+	defer release()
+	body, err := readBody(w, r, buf, h.bodyTimeout)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			log.Warn().Int64("limit", tooBig.Limit).Msg("rejected: body too large")
-			h.count(r, "too_large")
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.tooLarge(w, r, log)
 			return
 		}
 		log.Warn().Err(err).Msg("rejected: reading body")
@@ -122,6 +188,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := parse(body)
+	release() // the body is not needed past here
 	if err != nil {
 		log.Warn().Err(err).Msg("rejected: malformed workflow_job")
 		h.count(r, "bad_request")
@@ -165,9 +232,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > MaxBody {
-		return nil, &http.MaxBytesError{Limit: MaxBody}
-	}
-	return io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+// tooLarge answers 413 and closes the connection: the rest of the body is
+// never read.
+func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
+	dropBody(w)
+	log.Warn().Int64("limit", MaxBody).Msg("rejected: body too large")
+	h.count(r, "too_large")
+	http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 }
