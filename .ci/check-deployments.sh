@@ -238,6 +238,8 @@ want = {
     "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
     "SystemCallFilter": "@system-service", "CapabilityBoundingSet": "",
     "Restart": "on-failure", "TimeoutStopSec": "30",
+    # Above the service's soft limit (serve: 128 MiB unless GOMEMLIMIT).
+    "MemoryMax": "512M",
 }
 forbidden = {"DynamicUser", "PrivateUsers", "ReadWritePaths"}
 got, errs = {}, []
