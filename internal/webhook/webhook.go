@@ -57,6 +57,7 @@ type Handler struct {
 	bodies      *bodies
 	readWait    time.Duration
 	bodyTimeout time.Duration
+	rejections  *logLimit
 }
 
 // Options are the handler's optional parts.
@@ -104,37 +105,39 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = DefaultBodyTimeout
 	}
+	log := o.Log.With().Str("component", "webhook").Logger()
 	return &Handler{
-		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock,
-		log:    o.Log.With().Str("component", "webhook").Logger(),
+		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock, log: log,
 		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
+		rejections: newLogLimit(o.Clock, log),
 	}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Unauthenticated until the signature is checked, and then still not
+	// covered by it: logged only when it has GitHub's shape.
 	deliveryID := r.Header.Get("X-GitHub-Delivery")
-	log := h.log.With().Str("delivery_id", deliveryID).Logger()
+	if !validDeliveryID(deliveryID) {
+		deliveryID = ""
+	}
 
 	// Only SHA-256: go-github would fall back to the SHA-1 header.
 	sig := r.Header.Get("X-Hub-Signature-256")
 	if !strings.HasPrefix(sig, "sha256=") {
 		dropBody(w)
-		log.Warn().Msg("rejected: missing or malformed X-Hub-Signature-256")
-		h.count(r, "bad_signature")
-		http.Error(w, "missing X-Hub-Signature-256", http.StatusUnauthorized)
+		h.refuse(w, r, deliveryID, http.StatusUnauthorized, "bad_signature", "missing or malformed X-Hub-Signature-256", nil)
 		return
 	}
 	// GitHub always sends a Content-Length, and so do both proxy examples.
 	// Without one, only reading a body would tell its size.
 	if r.ContentLength < 0 {
 		dropBody(w)
-		log.Warn().Msg("rejected: no Content-Length")
-		h.count(r, "bad_request")
-		http.Error(w, "Content-Length required", http.StatusLengthRequired)
+		h.refuse(w, r, deliveryID, http.StatusLengthRequired, "bad_request", "Content-Length required", nil)
 		return
 	}
 	if r.ContentLength > MaxBody {
-		h.tooLarge(w, r, log)
+		dropBody(w)
+		h.refuse(w, r, deliveryID, http.StatusRequestEntityTooLarge, "too_large", "body too large", nil)
 		return
 	}
 	// A buffer bounds the memory this request may take, until its body is
@@ -142,10 +145,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf, ok := h.bodies.get(r.Context(), h.readWait)
 	if !ok {
 		dropBody(w)
-		log.Warn().Msg("rejected: too many bodies being read")
-		h.count(r, "busy")
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "busy, retry later", http.StatusServiceUnavailable)
+		h.refuse(w, r, deliveryID, http.StatusServiceUnavailable, "busy", "too many bodies being read, retry later", nil)
 		return
 	}
 	release := func() {
@@ -158,29 +159,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(w, r, buf, h.bodyTimeout)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.tooLarge(w, r, log)
+			dropBody(w)
+			h.refuse(w, r, deliveryID, http.StatusRequestEntityTooLarge, "too_large", "body too large", nil)
 			return
 		}
-		log.Warn().Err(err).Msg("rejected: reading body")
-		h.count(r, "bad_request")
-		http.Error(w, "cannot read body", http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "cannot read body", err)
 		return
 	}
 	// ValidateSignature compares in constant time.
 	if err := github.ValidateSignature(sig, body, h.secret); err != nil {
-		log.Warn().Msg("rejected: bad signature")
-		h.count(r, "bad_signature")
-		http.Error(w, "bad signature", http.StatusUnauthorized)
+		h.refuse(w, r, deliveryID, http.StatusUnauthorized, "bad_signature", "bad signature", nil)
 		return
 	}
 
 	event := r.Header.Get("X-GitHub-Event")
 	if event == "" || deliveryID == "" {
-		log.Warn().Msg("rejected: missing X-GitHub-Event or X-GitHub-Delivery")
-		h.count(r, "bad_request")
-		http.Error(w, "missing X-GitHub-Event or X-GitHub-Delivery", http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "missing X-GitHub-Event, or X-GitHub-Delivery missing or not an id", nil)
 		return
 	}
+	log := h.log.With().Str("delivery_id", deliveryID).Logger()
 	if event != "workflow_job" {
 		log.Debug().Str("event", event).Msg("ignored event")
 		h.count(r, "ignored")
@@ -190,9 +187,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d, err := parse(body)
 	release() // the body is not needed past here
 	if err != nil {
-		log.Warn().Err(err).Msg("rejected: malformed workflow_job")
-		h.count(r, "bad_request")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "malformed workflow_job", err)
 		return
 	}
 	log = log.With().Int64("job_id", d.JobID).Str("action", string(d.Action)).Logger()
@@ -232,11 +227,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// tooLarge answers 413 and closes the connection: the rest of the body is
-// never read.
-func (h *Handler) tooLarge(w http.ResponseWriter, r *http.Request, log zerolog.Logger) {
-	dropBody(w)
-	log.Warn().Int64("limit", MaxBody).Msg("rejected: body too large")
-	h.count(r, "too_large")
-	http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+// refuse answers a request that changes nothing and counts it by result.
+// Its log line obeys the rejection log's rate limit: the metric counts
+// every one, and anyone can send them.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, deliveryID string, status int, result, why string, err error) {
+	h.count(r, result)
+	if h.rejections.allow() {
+		ev := h.log.Warn().Int("status", status).Str("result", result)
+		if deliveryID != "" {
+			ev = ev.Str("delivery_id", deliveryID)
+		}
+		ev.Err(err).Msg("rejected: " + why)
+	}
+	if err != nil {
+		why += ": " + err.Error()
+	}
+	http.Error(w, why, status)
+}
+
+// validDeliveryID reports whether s can be a delivery id: GitHub's are
+// UUIDs; at most 64 letters, digits and hyphens are taken.
+func validDeliveryID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
