@@ -4,23 +4,28 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
 // bodies bounds the memory that request bodies can take before their
-// signature is known: a fixed number of buffers of MaxBody+1 bytes, each
-// lent to one request while it reads, verifies and parses its body. A
-// request that finds none free waits its turn (first come, first served)
-// for a while, then gives up. Buffers are made on first use and reused, so
-// a flood of bogus bodies makes no garbage either.
+// signature is known: at most n buffers of MaxBody+1 bytes, each lent to
+// one request while it reads, verifies and parses its body. A request
+// that finds none free waits its turn (first come, first served) for a
+// while, then gives up. Buffers are made when first needed and then kept,
+// the most recently used lent first, so a quiet service holds one or two
+// and a flood of bogus bodies makes no garbage.
 type bodies struct {
-	free chan []byte // nil until first used
+	turns chan struct{} // a token for each buffer that may be lent
+
+	mu   sync.Mutex
+	free [][]byte
 }
 
 func newBodies(n int) *bodies {
-	b := &bodies{free: make(chan []byte, n)}
+	b := &bodies{turns: make(chan struct{}, n)}
 	for range n {
-		b.free <- nil
+		b.turns <- struct{}{}
 	}
 	return b
 }
@@ -28,27 +33,35 @@ func newBodies(n int) *bodies {
 // get returns a buffer, or false when none came free within wait or ctx
 // ended first.
 func (b *bodies) get(ctx context.Context, wait time.Duration) ([]byte, bool) {
-	var buf []byte
 	select {
-	case buf = <-b.free:
+	case <-b.turns:
 	default:
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
-		case buf = <-b.free:
+		case <-b.turns:
 		case <-t.C:
 			return nil, false
 		case <-ctx.Done():
 			return nil, false
 		}
 	}
-	if buf == nil {
-		buf = make([]byte, MaxBody+1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := len(b.free); n > 0 {
+		buf := b.free[n-1]
+		b.free = b.free[:n-1]
+		return buf, true
 	}
-	return buf, true
+	return make([]byte, MaxBody+1), true
 }
 
-func (b *bodies) put(buf []byte) { b.free <- buf[:cap(buf)] }
+func (b *bodies) put(buf []byte) {
+	b.mu.Lock()
+	b.free = append(b.free, buf[:cap(buf)])
+	b.mu.Unlock()
+	b.turns <- struct{}{}
+}
 
 // readBody reads r's body into buf, within timeout. It fails with an
 // *http.MaxBytesError beyond MaxBody.

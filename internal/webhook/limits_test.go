@@ -32,9 +32,9 @@ func holdTurn(t *testing.T, srv *httptest.Server) net.Conn {
 // waitTurnsTaken waits until every reading turn is taken.
 func waitTurnsTaken(t *testing.T, h *Handler) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); len(h.bodies.free) > 0; {
+	for deadline := time.Now().Add(5 * time.Second); len(h.bodies.turns) > 0; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d reading turns still free", len(h.bodies.free))
+			t.Fatalf("%d reading turns still free", len(h.bodies.turns))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -81,6 +81,23 @@ func TestConcurrentReadsAreBounded(t *testing.T) {
 	second.Close()
 	if resp := postSigned(t, srv.URL, "d2", jobPayload("queued", 2)); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("after a turn came free: status %d, want 202", resp.StatusCode)
+	}
+}
+
+// Buffers are made as concurrency needs them, not up to the bound: one
+// request after another reuse one.
+func TestBodyBuffersAreReused(t *testing.T) {
+	hs := newHarness(t, func(o *Options) { o.MaxReads = 8 })
+	h := hs.h.(*Handler)
+	for i := range 20 {
+		body := jobPayload("queued", int64(i+1))
+		hs.post(t, body, map[string]string{"X-Hub-Signature-256": sign256(body, secret), "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": fmt.Sprint("d", i)})
+	}
+	if n := len(h.bodies.free); n != 1 {
+		t.Fatalf("%d buffers made for requests one at a time, want 1", n)
+	}
+	if n := hs.deliveries(t); n != 20 {
+		t.Fatalf("%d deliveries recorded, want 20", n)
 	}
 }
 
