@@ -6,6 +6,7 @@ package webhook
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -58,6 +59,7 @@ type Handler struct {
 	readWait    time.Duration
 	bodyTimeout time.Duration
 	rejections  *logLimit
+	maxAge      time.Duration
 }
 
 // Options are the handler's optional parts.
@@ -77,6 +79,15 @@ type Options struct {
 	// BodyTimeout bounds reading one body once its turn came; default
 	// DefaultBodyTimeout.
 	BodyTimeout time.Duration
+
+	// MaxAge refuses workflow_job deliveries whose event (by the job's
+	// own timestamps) is older: they are answered 200, so that nothing
+	// retries them, and recorded nowhere but in the metric (result
+	// "stale"). It must not exceed how long the state remembers a job
+	// (the scheduler's Retention): a replayed queued delivery of a job
+	// the state has forgotten would queue it again. Zero: no limit, and
+	// no timestamps needed.
+	MaxAge time.Duration
 }
 
 func (h *Handler) count(r *http.Request, result string) {
@@ -109,7 +120,7 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	return &Handler{
 		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock, log: log,
 		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
-		rejections: newLogLimit(o.Clock, log),
+		rejections: newLogLimit(o.Clock, log), maxAge: o.MaxAge,
 	}, nil
 }
 
@@ -184,7 +195,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	d, err := parse(body)
+	d, at, err := parse(body)
 	release() // the body is not needed past here
 	if err != nil {
 		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "malformed workflow_job", err)
@@ -198,6 +209,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
+	}
+	if h.maxAge > 0 {
+		if at.IsZero() {
+			h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "workflow_job without created_at", nil)
+			return
+		}
+		// X-GitHub-Delivery is not signed: a recorded body replayed with
+		// fresh ids is accepted each time. While the state remembers the
+		// job, that changes nothing; past that, the job's own time tells.
+		if age := h.clock.Now().Sub(at); age > h.maxAge {
+			h.count(r, "stale")
+			if h.rejections.allow() {
+				log.Warn().Time("event_at", at).Dur("max_age", h.maxAge).
+					Msg("refused: stale delivery, older than the state remembers (a replay, or redelivered too late); not recorded")
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, "stale delivery: not recorded\n")
+			return
+		}
 	}
 	if d.Org == "" {
 		// The App is installed on a user account: org-level JIT runners

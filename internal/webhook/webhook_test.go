@@ -229,7 +229,7 @@ func TestVisibility(t *testing.T) {
 		{`{"full_name":"a/b","private":true}`, false},
 	} {
 		body := []byte(`{"action":"queued","workflow_job":{"id":1,"labels":["x"]},"installation":{"id":1},"organization":{"login":"a"},"repository":` + tt.repo + `}`)
-		d, err := parse(body)
+		d, _, err := parse(body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -243,6 +243,6 @@ func FuzzParse(f *testing.F) {
 	f.Add(jobPayload("queued", 1))
 	f.Add([]byte(`{"action":"completed","workflow_job":{"id":1,"labels":null}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, _ = parse(body) // must not panic
+		_, _, _ = parse(body) // must not panic
 	})
 }
