@@ -1,6 +1,7 @@
-// Package webhook receives GitHub App webhooks: it verifies the signature
-// before anything reads the body, records workflow_job deliveries durably
-// and answers at once; the scheduler does the slow work.
+// Package webhook receives GitHub App webhooks: it bounds what unknown
+// senders can make it read and hold, verifies the signature before
+// anything parses the body, records workflow_job deliveries durably and
+// answers at once; the scheduler does the slow work.
 package webhook
 
 import (
