@@ -153,6 +153,9 @@ func New(cfg Config, d Deps) (*App, error) {
 	}
 	hook, err := webhook.New(cfg.WebhookSecret, d.State, webhook.Options{
 		Notify: sched.Notify, Metrics: hookMetrics, Clock: d.Clock, Log: log,
+		// A delivery older than the state remembers jobs could queue a
+		// forgotten job again.
+		MaxAge: cfg.Scheduler.WithDefaults().Retention,
 	})
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -184,6 +185,7 @@ type hook struct {
 	labels     []string
 	runner     string
 	conclusion string
+	at         time.Time // the job's timestamps; zero: fleettest.T0
 }
 
 func (h hook) body() []byte {
@@ -192,6 +194,17 @@ func (h hook) body() []byte {
 		labels = linuxLabels
 	}
 	job := map[string]any{"id": h.job, "run_id": 7, "labels": labels, "status": h.action}
+	at := h.at
+	if at.IsZero() {
+		at = fleettest.T0
+	}
+	job["created_at"] = at.UTC().Format(time.RFC3339)
+	if h.action != fleet.ActionQueued {
+		job["started_at"] = job["created_at"]
+	}
+	if h.action == fleet.ActionCompleted {
+		job["completed_at"] = job["created_at"]
+	}
 	if h.runner != "" {
 		job["runner_name"] = h.runner
 	}
@@ -359,6 +372,45 @@ func TestJobLifecycle(t *testing.T) {
 	}
 	if strings.Contains(e.logs.String(), "JITSECRET") {
 		t.Error("a JIT config reached the logs")
+	}
+}
+
+// A signed queued delivery replayed (with a fresh delivery id, which the
+// signature does not cover) after retention pruned its job must not queue
+// the job again: the webhook refuses deliveries older than the retention.
+func TestReplayAfterRetentionQueuesNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	base := e.run()
+	known := func(id int64) bool {
+		t.Helper()
+		err := e.st.View(context.Background(), func(tx fleet.Tx) error { _, err := tx.Job(id); return err })
+		if err != nil && !errors.Is(err, fleet.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	e.seed(func(tx fleet.Tx) error {
+		return tx.PutJob(fleet.Job{ID: 2001, RunID: 7, InstallationID: 42, Org: "acme", Repo: "acme/app", Labels: linuxLabels,
+			Pool: "linux", State: fleet.JobCompleted, DeliveryID: "d-1", QueuedAt: fleettest.T0, Conclusion: "success"})
+	})
+	e.clock.Advance(scheduler.DefaultRetention + time.Hour)
+	e.until("the job is pruned", func() bool { return !known(2001) })
+
+	if code := e.deliver(base, hook{id: "replayed-1", action: fleet.ActionQueued, job: 2001, at: fleettest.T0}); code != http.StatusOK {
+		t.Fatalf("replayed queued delivery: status %d, want 200", code)
+	}
+	// A fresh job is taken as usual, and applied after the replay would
+	// have been.
+	if code := e.deliver(base, hook{id: "d-2", action: fleet.ActionQueued, job: 2002, at: e.clock.Now()}); code != http.StatusAccepted {
+		t.Fatalf("fresh queued delivery: status %d, want 202", code)
+	}
+	e.until("the fresh job is applied", func() bool { return e.pending() == 0 && known(2002) })
+	if known(2001) {
+		t.Fatal("the replayed delivery brought job 2001 back")
+	}
+	e.until("one instance, for the fresh job", func() bool { return e.lxd.Count() == 1 })
+	if n := e.lxd.Creates(); n != 1 {
+		t.Fatalf("%d instances created, want 1", n)
 	}
 }
 

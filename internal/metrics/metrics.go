@@ -151,8 +151,8 @@ func (m *Metrics) Registry() *prometheus.Registry {
 }
 
 // WebhookReceived counts one delivery answered by POST /webhook. result is
-// one of accepted, duplicate, ignored, bad_signature, too_large, bad_request,
-// error. The event comes from an unauthenticated header: anything but
+// one of accepted, duplicate, ignored, stale, bad_signature, too_large,
+// bad_request, busy, error. The event comes from an unauthenticated header: anything but
 // workflow_job and ping counts as "other" ("none" when empty).
 func (m *Metrics) WebhookReceived(event, result string) {
 	if m == nil {

@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store"
 )
 
@@ -28,7 +30,10 @@ func BenchmarkWebhookDurable(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			h, err := New(secret, st, Options{Log: zerolog.Nop()})
+			// As the service runs it: deliveries older than the retention
+			// are refused; the clock is the payload's time.
+			h, err := New(secret, st, Options{Log: zerolog.Nop(), MaxAge: 7 * 24 * time.Hour,
+				Clock: fleettest.NewClock(time.Date(2024, 11, 26, 21, 5, 0, 0, time.UTC))})
 			if err != nil {
 				b.Fatal(err)
 			}

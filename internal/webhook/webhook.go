@@ -1,6 +1,7 @@
-// Package webhook receives GitHub App webhooks: it verifies the signature
-// before anything reads the body, records workflow_job deliveries durably
-// and answers at once; the scheduler does the slow work.
+// Package webhook receives GitHub App webhooks: it bounds what unknown
+// senders can make it read and hold, verifies the signature before
+// anything parses the body, records workflow_job deliveries durably and
+// answers at once; the scheduler does the slow work.
 package webhook
 
 import (
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
@@ -16,9 +18,23 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-// MaxBody caps a delivery. GitHub sends at most 25 MB; a workflow_job is a
-// few KB.
-const MaxBody = 1 << 20
+// MaxBody caps a delivery. GitHub sends at most 25 MB, but a workflow_job
+// is a few KB (7.5 KB for a job with a long branch name and many labels),
+// and the service takes nothing else: 256 KiB leaves room and keeps what an
+// unauthenticated sender can make the service hold small.
+const MaxBody = 256 << 10
+
+// Defaults of Options.
+const (
+	// DefaultMaxReads bounds the bodies read at once, before their
+	// signature is known: at most 64 x 256 KiB = 16 MiB.
+	DefaultMaxReads = 64
+	// DefaultReadWait is how long a request waits for its turn to be read
+	// before it gets 503.
+	DefaultReadWait = 2 * time.Second
+	// DefaultBodyTimeout bounds reading one body. GitHub sends it at once.
+	DefaultBodyTimeout = 5 * time.Second
+)
 
 // Recorder stores a delivery durably; fresh is false for a delivery id
 // recorded before.
@@ -34,12 +50,17 @@ type Metrics interface {
 
 // Handler serves POST /webhook.
 type Handler struct {
-	m      Metrics
-	secret []byte
-	rec    Recorder
-	notify func()
-	clock  fleet.Clock
-	log    zerolog.Logger
+	m           Metrics
+	secret      []byte
+	rec         Recorder
+	notify      func()
+	clock       fleet.Clock
+	log         zerolog.Logger
+	bodies      *bodies
+	readWait    time.Duration
+	bodyTimeout time.Duration
+	rejections  *logLimit
+	maxAge      time.Duration
 }
 
 // Options are the handler's optional parts.
@@ -49,6 +70,25 @@ type Options struct {
 	Metrics Metrics     // nil: none
 	Clock   fleet.Clock // stamps each delivery's arrival; nil: the wall clock
 	Log     zerolog.Logger
+
+	// MaxReads bounds the bodies being read and verified at once, whose
+	// memory anyone can make the service spend; default DefaultMaxReads.
+	// A request waits up to ReadWait (default DefaultReadWait) for its
+	// turn, then gets 503 with Retry-After.
+	MaxReads int
+	ReadWait time.Duration
+	// BodyTimeout bounds reading one body once its turn came; default
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration
+
+	// MaxAge refuses workflow_job deliveries whose event (by the job's
+	// own timestamps) is older: they are answered 200, so that nothing
+	// retries them, and recorded nowhere but in the metric (result
+	// "stale"). It must not exceed how long the state remembers a job
+	// (the scheduler's Retention): a replayed queued delivery of a job
+	// the state has forgotten would queue it again. Zero: no limit, and
+	// no timestamps needed.
+	MaxAge time.Duration
 }
 
 func (h *Handler) count(r *http.Request, result string) {
@@ -68,64 +108,98 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	if o.Clock == nil {
 		o.Clock = fleet.WallClock
 	}
+	if o.MaxReads <= 0 {
+		o.MaxReads = DefaultMaxReads
+	}
+	if o.ReadWait <= 0 {
+		o.ReadWait = DefaultReadWait
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
+	log := o.Log.With().Str("component", "webhook").Logger()
 	return &Handler{
-		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock,
-		log: o.Log.With().Str("component", "webhook").Logger(),
+		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock, log: log,
+		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
+		rejections: newLogLimit(o.Clock, log), maxAge: o.MaxAge,
 	}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Unauthenticated until the signature is checked, and then still not
+	// covered by it: logged only when it has GitHub's shape.
 	deliveryID := r.Header.Get("X-GitHub-Delivery")
-	log := h.log.With().Str("delivery_id", deliveryID).Logger()
+	if !validDeliveryID(deliveryID) {
+		deliveryID = ""
+	}
 
 	// Only SHA-256: go-github would fall back to the SHA-1 header.
 	sig := r.Header.Get("X-Hub-Signature-256")
 	if !strings.HasPrefix(sig, "sha256=") {
-		log.Warn().Msg("rejected: missing or malformed X-Hub-Signature-256")
-		h.count(r, "bad_signature")
-		http.Error(w, "missing X-Hub-Signature-256", http.StatusUnauthorized)
+		dropBody(w)
+		h.refuse(w, r, deliveryID, http.StatusUnauthorized, "bad_signature", "missing or malformed X-Hub-Signature-256", nil)
 		return
 	}
-	body, err := readBody(w, r)
+	// GitHub always sends a Content-Length, and so do both proxy examples.
+	// Without one, only reading a body would tell its size.
+	if r.ContentLength < 0 {
+		dropBody(w)
+		h.refuse(w, r, deliveryID, http.StatusLengthRequired, "bad_request", "Content-Length required", nil)
+		return
+	}
+	if r.ContentLength > MaxBody {
+		dropBody(w)
+		h.refuse(w, r, deliveryID, http.StatusRequestEntityTooLarge, "too_large", "body too large", nil)
+		return
+	}
+	// A buffer bounds the memory this request may take, until its body is
+	// parsed.
+	buf, ok := h.bodies.get(r.Context(), h.readWait)
+	if !ok {
+		dropBody(w)
+		w.Header().Set("Retry-After", "1")
+		h.refuse(w, r, deliveryID, http.StatusServiceUnavailable, "busy", "too many bodies being read, retry later", nil)
+		return
+	}
+	release := func() {
+		if buf != nil {
+			h.bodies.put(buf)
+			buf = nil
+		}
+	}
+	defer release()
+	body, err := readBody(w, r, buf, h.bodyTimeout)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			log.Warn().Int64("limit", tooBig.Limit).Msg("rejected: body too large")
-			h.count(r, "too_large")
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			dropBody(w)
+			h.refuse(w, r, deliveryID, http.StatusRequestEntityTooLarge, "too_large", "body too large", nil)
 			return
 		}
-		log.Warn().Err(err).Msg("rejected: reading body")
-		h.count(r, "bad_request")
-		http.Error(w, "cannot read body", http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "cannot read body", err)
 		return
 	}
 	// ValidateSignature compares in constant time.
 	if err := github.ValidateSignature(sig, body, h.secret); err != nil {
-		log.Warn().Msg("rejected: bad signature")
-		h.count(r, "bad_signature")
-		http.Error(w, "bad signature", http.StatusUnauthorized)
+		h.refuse(w, r, deliveryID, http.StatusUnauthorized, "bad_signature", "bad signature", nil)
 		return
 	}
 
 	event := r.Header.Get("X-GitHub-Event")
 	if event == "" || deliveryID == "" {
-		log.Warn().Msg("rejected: missing X-GitHub-Event or X-GitHub-Delivery")
-		h.count(r, "bad_request")
-		http.Error(w, "missing X-GitHub-Event or X-GitHub-Delivery", http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "missing X-GitHub-Event, or X-GitHub-Delivery missing or not an id", nil)
 		return
 	}
+	log := h.log.With().Str("delivery_id", deliveryID).Logger()
 	if event != "workflow_job" {
 		log.Debug().Str("event", event).Msg("ignored event")
 		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	d, err := parse(body)
+	d, at, err := parse(body)
+	release() // the body is not needed past here
 	if err != nil {
-		log.Warn().Err(err).Msg("rejected: malformed workflow_job")
-		h.count(r, "bad_request")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "malformed workflow_job", err)
 		return
 	}
 	log = log.With().Int64("job_id", d.JobID).Str("action", string(d.Action)).Logger()
@@ -136,6 +210,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.count(r, "ignored")
 		w.WriteHeader(http.StatusNoContent)
 		return
+	}
+	if h.maxAge > 0 {
+		if at.IsZero() {
+			h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "workflow_job without created_at", nil)
+			return
+		}
+		// X-GitHub-Delivery is not signed: a recorded body replayed with
+		// fresh ids is accepted each time. While the state remembers the
+		// job, that changes nothing; past that, the job's own time tells.
+		if age := h.clock.Now().Sub(at); age > h.maxAge {
+			h.count(r, "stale")
+			if h.rejections.allow() {
+				log.Warn().Time("event_at", at).Dur("max_age", h.maxAge).
+					Msg("refused: stale delivery, older than the state remembers (a replay, or redelivered too late); not recorded")
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, "stale delivery: not recorded\n")
+			return
+		}
 	}
 	if d.Org == "" {
 		// The App is installed on a user account: org-level JIT runners
@@ -165,9 +259,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > MaxBody {
-		return nil, &http.MaxBytesError{Limit: MaxBody}
+// refuse answers a request that changes nothing and counts it by result.
+// Its log line obeys the rejection log's rate limit: the metric counts
+// every one, and anyone can send them.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, deliveryID string, status int, result, why string, err error) {
+	h.count(r, result)
+	if h.rejections.allow() {
+		ev := h.log.Warn().Int("status", status).Str("result", result)
+		if deliveryID != "" {
+			ev = ev.Str("delivery_id", deliveryID)
+		}
+		ev.Err(err).Msg("rejected: " + why)
 	}
-	return io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		why += ": " + err.Error()
+	}
+	http.Error(w, why, status)
+}
+
+// validDeliveryID reports whether s can be a delivery id: GitHub's are
+// UUIDs; at most 64 letters, digits and hyphens are taken.
+func validDeliveryID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

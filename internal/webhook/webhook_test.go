@@ -51,7 +51,9 @@ type harness struct {
 	notified atomic.Int32
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness builds a handler over a fresh store; edit may change its
+// options first.
+func newHarness(t *testing.T, edit ...func(*Options)) *harness {
 	t.Helper()
 	st, err := store.Open(context.Background(), t.TempDir(), store.Options{Synchronous: "NORMAL"})
 	if err != nil {
@@ -59,7 +61,11 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { st.Close() })
 	hs := &harness{st: st}
-	h, err := New(secret, st, Options{Notify: func() { hs.notified.Add(1) }, Log: zerolog.Nop()})
+	o := Options{Notify: func() { hs.notified.Add(1) }, Log: zerolog.Nop()}
+	for _, e := range edit {
+		e(&o)
+	}
+	h, err := New(secret, st, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,22 +140,34 @@ func TestRejectedRequestsChangeNothing(t *testing.T) {
 
 func TestTooLarge(t *testing.T) {
 	hs := newHarness(t)
-	big := bytes.Repeat([]byte("x"), MaxBody+1)
+	// A valid delivery of exactly MaxBody bytes (padded with spaces) is
+	// taken; one byte more is not.
+	body := jobPayload("queued", 1)
+	body = append(body, bytes.Repeat([]byte(" "), MaxBody-len(body))...)
+	if rec := hs.post(t, body, map[string]string{"X-Hub-Signature-256": sign256(body, secret), "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d0"}); rec.Code != http.StatusAccepted {
+		t.Fatalf("%d bytes: status = %d, want 202", len(body), rec.Code)
+	}
+	big := append(body, ' ')
 	rec := hs.post(t, big, map[string]string{"X-Hub-Signature-256": sign256(big, secret), "X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d1"})
-	if rec.Code != http.StatusRequestEntityTooLarge {
-		t.Fatalf("status = %d, want 413", rec.Code)
+	if rec.Code != http.StatusRequestEntityTooLarge || rec.Header().Get("Connection") != "close" {
+		t.Fatalf("status = %d, Connection %q, want 413 and close", rec.Code, rec.Header().Get("Connection"))
 	}
-	// Without a Content-Length the cap must hold while reading.
-	req := httptest.NewRequest(http.MethodPost, "/webhook", struct{ *bytes.Reader }{bytes.NewReader(big)})
-	req.ContentLength = -1
-	req.Header.Set("X-Hub-Signature-256", sign256(big, secret))
-	rec = httptest.NewRecorder()
-	hs.h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusRequestEntityTooLarge {
-		t.Fatalf("chunked: status = %d, want 413", rec.Code)
+	// Without a Content-Length (chunked), nothing is read: even a small
+	// signed body gets 411.
+	for _, b := range [][]byte{big, jobPayload("queued", 2)} {
+		req := httptest.NewRequest(http.MethodPost, "/webhook", struct{ *bytes.Reader }{bytes.NewReader(b)})
+		req.ContentLength = -1
+		req.Header.Set("X-Hub-Signature-256", sign256(b, secret))
+		req.Header.Set("X-GitHub-Event", "workflow_job")
+		req.Header.Set("X-GitHub-Delivery", "d2")
+		rec = httptest.NewRecorder()
+		hs.h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusLengthRequired {
+			t.Fatalf("chunked, %d bytes: status = %d, want 411", len(b), rec.Code)
+		}
 	}
-	if hs.deliveries(t) != 0 {
-		t.Fatal("delivery recorded")
+	if n := hs.deliveries(t); n != 1 {
+		t.Fatalf("%d deliveries recorded, want 1 (the one of MaxBody bytes)", n)
 	}
 }
 
@@ -211,7 +229,7 @@ func TestVisibility(t *testing.T) {
 		{`{"full_name":"a/b","private":true}`, false},
 	} {
 		body := []byte(`{"action":"queued","workflow_job":{"id":1,"labels":["x"]},"installation":{"id":1},"organization":{"login":"a"},"repository":` + tt.repo + `}`)
-		d, err := parse(body)
+		d, _, err := parse(body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,6 +243,6 @@ func FuzzParse(f *testing.F) {
 	f.Add(jobPayload("queued", 1))
 	f.Add([]byte(`{"action":"completed","workflow_job":{"id":1,"labels":null}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, _ = parse(body) // must not panic
+		_, _, _ = parse(body) // must not panic
 	})
 }

@@ -36,7 +36,6 @@ WRK_THREADS=${WRK_THREADS:-1}
 LXD_SOCKET=${LXD_SOCKET:-/var/lib/lxd/unix.socket}
 TARGET_RPS=${TARGET_RPS:-5000}
 TARGET_P99_MS=${TARGET_P99_MS:-10}
-PAYLOAD=$LOAD_DIR/payload.json
 
 say() { printf '== %s\n' "$*"; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -166,6 +165,13 @@ openssl rand -hex 32 | tr -d '\n' >"$TMP/webhook-secret"
 openssl genrsa -out "$TMP/app-key.pem" 2048 2>/dev/null
 chmod 600 "$TMP/webhook-secret" "$TMP/app-key.pem"
 SECRET=$(cat "$TMP/webhook-secret")
+# The service refuses deliveries older than its retention (by the job's
+# created_at/started_at): send payload.json with the job's times set to now.
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+sed -E '0,/"created_at":"[^"]*","started_at":"[^"]*"/s//"created_at":"'"$NOW"'","started_at":"'"$NOW"'"/' \
+	"$LOAD_DIR/payload.json" >"$TMP/payload.json"
+grep -q "\"started_at\":\"$NOW\"" "$TMP/payload.json" || die "cannot set the job's times in the payload"
+PAYLOAD=$TMP/payload.json
 SIGNATURE="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r "$PAYLOAD" | cut -d' ' -f1)"
 [[ $SIGNATURE =~ ^sha256=[0-9a-f]{64}$ ]] || die "cannot sign the payload"
 

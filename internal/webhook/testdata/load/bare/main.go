@@ -27,7 +27,7 @@ import (
 	"time"
 )
 
-const maxBody = 1 << 20 // as webhook.MaxBody
+const maxBody = 256 << 10 // as webhook.MaxBody
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback host:port to listen on")
