@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
@@ -31,25 +32,60 @@ func checkRunnerGroups(ctx context.Context, cfg *config, gh scheduler.GroupReade
 	return warnings, nil
 }
 
-// awaitRunnerGroups runs the check for serve, and logs its warnings. While
-// GitHub does not answer, it asks again, with backoff, until ctx ends:
-// exiting would have systemd give up after a few restarts, and a service
-// that is not up only delays work (webhooks GitHub could not deliver are
-// redelivered once it is).
-func awaitRunnerGroups(ctx context.Context, cfg *config, gh scheduler.GroupReader, log zerolog.Logger) error {
+// firstGroupCheck bounds serve's check at start: when GitHub does not
+// answer by then, the service starts with launches held (below).
+const firstGroupCheck = 20 * time.Second
+
+// startGroupCheck runs the check for serve and logs its warnings. A
+// finding refuses the start (the error). When GitHub does not answer, the
+// service must still start, or a GitHub outage during a restart would
+// leave webhooks unrecorded (and systemd would give up after a few
+// restarts): unchecked is true, and the caller holds launches and runs
+// awaitRunnerGroups as a leader task.
+func startGroupCheck(ctx context.Context, cfg *config, gh scheduler.GroupReader, log zerolog.Logger) (unchecked error, err error) {
+	cctx, cancel := context.WithTimeout(ctx, firstGroupCheck)
+	defer cancel()
+	warnings, err := checkRunnerGroups(cctx, cfg, gh)
+	if scheduler.Unchecked(err) || (err != nil && cctx.Err() != nil && ctx.Err() == nil) {
+		log.Error().Err(err).Msg("cannot read the runner groups at GitHub: starting with launches held until they are checked")
+		return err, nil
+	}
+	for _, w := range warnings {
+		log.Warn().Str("check", "runner_groups").Msg(w)
+	}
+	return nil, err
+}
+
+// awaitRunnerGroups checks again, with backoff, until GitHub answers, and
+// then releases the launches, or keeps them held when it finds a runner
+// group that admits more than its pool: the operator must fix the group
+// or the config, and restart.
+func awaitRunnerGroups(ctx context.Context, cfg *config, gh scheduler.GroupReader, a *app.App, log zerolog.Logger) error {
 	for attempt := 0; ; attempt++ {
-		warnings, err := checkRunnerGroups(ctx, cfg, gh)
-		if !scheduler.Unchecked(err) || ctx.Err() != nil {
-			for _, w := range warnings {
-				log.Warn().Str("check", "runner_groups").Msg(w)
-			}
-			return err
-		}
 		wait := fleet.Backoff(attempt, 5*time.Second, time.Minute)
-		log.Error().Err(err).Dur("retry_in", wait).Msg("cannot read the runner groups at GitHub; not starting until they are checked")
 		if err := fleet.Sleep(ctx, fleet.WallClock, wait); err != nil {
-			return fmt.Errorf("runner groups not checked: %w", err)
+			return nil
 		}
+		warnings, err := checkRunnerGroups(ctx, cfg, gh)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case scheduler.Unchecked(err):
+			log.Warn().Err(err).Dur("retry_in", wait).Msg("runner groups still not checked at GitHub: launches stay held")
+			continue
+		}
+		for _, w := range warnings {
+			log.Warn().Str("check", "runner_groups").Msg(w)
+		}
+		if err != nil {
+			log.Error().Err(err).Msg("launches stay held until the runner groups admit no more than their pools")
+			a.HoldLaunches("a runner group admits more than its pool (see the log)")
+			<-ctx.Done()
+			return nil
+		}
+		log.Info().Msg("runner groups checked at GitHub: launches released")
+		a.ReleaseLaunches()
+		return nil
 	}
 }
 

@@ -204,10 +204,12 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-// While GitHub does not answer, serve waits and asks again rather than
-// exit (systemd would give up after a few restarts); it starts nothing
-// meanwhile.
-func TestServeAsksAgainWhileGitHubDoesNotAnswer(t *testing.T) {
+// While GitHub does not answer, serve starts anyway (a GitHub outage
+// during a restart must not leave webhooks unrecorded, and systemd would
+// give up after a few restarts), with launches held; the leader asks
+// again, and a finding then keeps the launches held.
+func TestServeStartsWithLaunchesHeldWhileGitHubDoesNotAnswer(t *testing.T) {
+	lxdtest.Connect(t) // serve connects to LXD; skips without it
 	g := newGroupEnv(t)
 	failures := 4 // one whole check: ghapp tries each read four times
 	var mu sync.Mutex
@@ -223,18 +225,34 @@ func TestServeAsksAgainWhileGitHubDoesNotAnswer(t *testing.T) {
 	var logs fleettest.LogBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := run(ctx, []string{"serve", "--config", g.config(t, "")}, &logs, &logs)
-	// Asked again once GitHub answered, and then refused the group.
-	if err == nil || !strings.Contains(err.Error(), publicGroupProblem) {
-		t.Fatalf("serve = %v", err)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--config", g.config(t, "")}, &logs, &logs) }()
+	for _, want := range []string{
+		"starting with launches held until they are checked",
+		"serving webhooks",
+		"launches stay held until the runner groups admit no more than their pools",
+	} {
+		for !strings.Contains(logs.String(), want) {
+			select {
+			case err := <-done:
+				t.Fatalf("serve returned before %q: %v\n%s", want, err, logs.String())
+			case <-ctx.Done():
+				t.Fatalf("no %q in the logs:\n%s", want, logs.String())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "admits public repositories, which the pool refuses") {
+		t.Fatalf("the finding is not in the logs:\n%s", logs.String())
 	}
 	if n := g.fake.Requests()["GET /app/installations"]; n != 5 {
 		t.Fatalf("%d installation list requests, want 4 failed and 1 answered", n)
 	}
-	if !strings.Contains(logs.String(), "not starting until they are checked") {
-		t.Fatalf("logs:\n%s", logs.String())
+	if strings.Contains(logs.String(), "launches released") {
+		t.Fatal("launches were released despite the finding")
 	}
-	if _, err := os.Stat(filepath.Join(g.dir, "state")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the state was opened before the check: %v", err)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve = %v after shutdown", err)
 	}
 }

@@ -73,7 +73,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		return err
 	}
 	// Before anything else: the runner groups are what GitHub enforces.
-	if err := awaitRunnerGroups(ctx, cfg, gh, log); err != nil {
+	unchecked, err := startGroupCheck(ctx, cfg, gh, log)
+	if err != nil {
 		return err
 	}
 	st, err := openState(ctx, cfg)
@@ -105,6 +106,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 			}}
 		leaderTasks = append(leaderTasks, rb.Run)
 	}
+	if unchecked != nil {
+		leaderTasks = append(leaderTasks, func(ctx context.Context) error { return awaitRunnerGroups(ctx, cfg, gh, a, log) })
+	}
 	a, err = app.New(cfg.App, app.Deps{
 		State: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
 		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
@@ -112,6 +116,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+	if unchecked != nil {
+		a.HoldLaunches("runner groups not checked at GitHub yet (" + unchecked.Error() + ")")
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

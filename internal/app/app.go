@@ -211,6 +211,13 @@ func (a *App) Handler() http.Handler { return a.mux }
 // AdminHandler is the admin listener's HTTP handler; nil when it is off.
 func (a *App) AdminHandler() http.Handler { return a.admin }
 
+// HoldLaunches stops every pool from launching, for reason, until
+// ReleaseLaunches; see scheduler.Hold.
+func (a *App) HoldLaunches(reason string) { a.sched.Hold(reason) }
+
+// ReleaseLaunches ends HoldLaunches.
+func (a *App) ReleaseLaunches() { a.sched.Release() }
+
 // RecycleIdle tears down idle runners on an image that was just rebuilt;
 // see scheduler.RecycleIdle.
 func (a *App) RecycleIdle(ctx context.Context, image string, at time.Time) error {

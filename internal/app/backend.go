@@ -115,7 +115,7 @@ func (b backend) jobs(ctx context.Context, f fleet.JobFilter, drained map[string
 			if err != nil {
 				return err
 			}
-			out = append(out, view(j, r, drained, b.a.clock.Now()))
+			out = append(out, view(j, r, drained, b.a.sched.Held(), b.a.clock.Now()))
 		}
 		return nil
 	})
@@ -137,14 +137,17 @@ func runnerOf(tx fleet.Tx, j fleet.Job) (fleet.Runner, error) {
 
 // view turns a job row into the admin view, with where its time went (for
 // a job still queued, its wait so far at now).
-func view(j fleet.Job, r fleet.Runner, drained map[string]bool, now time.Time) admin.Job {
+func view(j fleet.Job, r fleet.Runner, drained map[string]bool, held string, now time.Time) admin.Job {
 	v := admin.Job{
 		ID: j.ID, Pool: j.Pool, Repo: j.Repo, State: string(j.State), Reason: j.Reason, Runner: j.RunnerName,
 		Conclusion: j.Conclusion, Labels: j.Labels, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt, CompletedAt: j.CompletedAt,
 	}
 	if j.State == fleet.JobQueued {
 		v.Wait = max(now.Sub(j.QueuedAt), 0)
-		if drained[j.Pool] {
+		switch {
+		case held != "":
+			v.Reason = "launches held: " + held
+		case drained[j.Pool]:
 			v.Reason = "pool " + j.Pool + " is draining"
 		}
 	}
@@ -183,7 +186,7 @@ func (b backend) Job(ctx context.Context, id int64) (admin.JobDetail, error) {
 		if err != nil {
 			return err
 		}
-		d = admin.JobDetail{Job: view(j, r, drained, b.a.clock.Now()), Events: make([]admin.Event, 0, len(evs))}
+		d = admin.JobDetail{Job: view(j, r, drained, b.a.sched.Held(), b.a.clock.Now()), Events: make([]admin.Event, 0, len(evs))}
 		for _, e := range evs {
 			d.Events = append(d.Events, admin.Event{At: e.At, Kind: e.Kind, Detail: e.Detail})
 		}

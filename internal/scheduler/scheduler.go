@@ -50,6 +50,9 @@ type Scheduler struct {
 	kick chan struct{}
 	*workers
 
+	// hold, when set, is why no pool may launch now (in memory only).
+	hold atomic.Pointer[string]
+
 	// orgs that warm pools serve: loaded once, then grown by each step.
 	// Only the loop goroutine touches it.
 	orgs       map[fleet.Org]bool
@@ -80,6 +83,27 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 		orgs:    map[fleet.Org]bool{},
 		warm:    slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
 	}, nil
+}
+
+// Hold stops every pool from launching, for reason, until Release: e.g.
+// while the pools' runner groups cannot be checked at GitHub. Deliveries
+// are still applied, and teardowns and timers go on; queued jobs wait and
+// say why. It is not kept across restarts.
+func (s *Scheduler) Hold(reason string) { s.hold.Store(&reason) }
+
+// Release ends a Hold.
+func (s *Scheduler) Release() {
+	if s.hold.Swap(nil) != nil {
+		s.Notify()
+	}
+}
+
+// Held returns why launches are held, or "" when they are not.
+func (s *Scheduler) Held() string {
+	if r := s.hold.Load(); r != nil {
+		return *r
+	}
+	return ""
 }
 
 // Config returns the scheduler's configuration, defaults filled in.
@@ -294,6 +318,11 @@ func (s *Scheduler) snapshot(tx fleet.Tx, now time.Time) (Snapshot, error) {
 	}
 	if snap.Drained, err = tx.Drained(); err != nil {
 		return snap, err
+	}
+	if s.Held() != "" {
+		for _, p := range s.cfg.Pools {
+			snap.Drained[p.Name] = true
+		}
 	}
 	if s.warm {
 		if !s.orgsLoaded {

@@ -847,3 +847,23 @@ func TestReconcileReplacesRunnerThatWentOffline(t *testing.T) {
 		t.Fatalf("job %d's timeline does not say why its runner went: %s", seen.JobID, e.timeline(seen.JobID))
 	}
 }
+
+// Held launches: deliveries are applied and the job waits; released, it
+// launches at once.
+func TestHoldAndRelease(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.s.Hold("runner groups not checked")
+	e.deliver(fleet.ActionQueued, 1, "")
+	e.settle()
+	if e.lxd.Creates() != 0 || e.job(1).State != fleet.JobQueued {
+		t.Fatalf("launched while held: creates %d, job %s", e.lxd.Creates(), e.job(1).State)
+	}
+	if e.s.Held() != "runner groups not checked" {
+		t.Fatalf("Held() = %q", e.s.Held())
+	}
+	e.s.Release()
+	e.settle()
+	if e.lxd.Creates() != 1 || e.s.Held() != "" {
+		t.Fatalf("after release: creates %d, held %q", e.lxd.Creates(), e.s.Held())
+	}
+}

@@ -181,7 +181,7 @@ SIGNATURE="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r "$PAYLOAD" | cut -d'
 # state here is empty, so it must own nothing on this shared LXD: give it a
 # prefix of its own, and refuse a tree whose reconcile does not check the
 # owner (before it, a bench run deleted other deployments' instances).
-if ! grep -q 'in.Owner != s.cfg.NamePrefix' "$REPO/internal/scheduler/reconcile.go"; then
+if ! grep -q 'in.Labels.Owner != s.cfg.NamePrefix' "$REPO/internal/scheduler/reconcile.go"; then
 	die "internal/scheduler/reconcile.go does not limit reconcile to this deployment's instances (user.runner.owner): refusing to start the service against the shared LXD"
 fi
 RUNNER_PREFIX="bench$(openssl rand -hex 4)-"
