@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -325,5 +328,72 @@ func TestAdminNonJSONError(t *testing.T) {
 	_, _, err := runAdmin(t, "status", "--admin", srv.URL)
 	if err == nil || err.Error() != "bad gateway (HTTP 502)" {
 		t.Errorf("got %v", err)
+	}
+}
+
+// Labels, repositories, runner names and reasons come from workflows: the
+// CLI shows their control characters, escape sequences and bidi controls
+// written out, one field per cell, one row per line.
+func TestAdminHostileText(t *testing.T) {
+	b := admintest.Hostile()
+	addr := adminServer(t, b, "")
+	// The invalid byte arrives as U+FFFD: JSON has no other way to carry it.
+	const esc = `\x1b]0;owned\x07\x1b[2J\n\t\u009b31m\u202e\u2066\u200b` + "\ufffd"
+	for _, tc := range []struct {
+		args  []string
+		lines int      // lines of output
+		want  []string // among them
+	}{
+		{[]string{"status"}, 10, []string{
+			"not ready:", "  lxd" + esc + ": down" + esc,
+			"replica replica" + esc + " follows; leader" + esc + " leads, since 2025-03-14 09:26:53Z",
+			"pool" + esc + "  1", "7    pool" + esc + "  in_progress" + esc + " (success" + esc + ")  1.0s",
+		}},
+		{[]string{"jobs"}, 2, []string{
+			"acme/" + esc + "  self-hosted" + esc + ",linux" + esc + "  runner" + esc + "  why" + esc,
+		}},
+		{[]string{"job", "7"}, 11, []string{
+			"job 7  acme/" + esc + "  in_progress" + esc + " (success" + esc + ")",
+			"  labels: self-hosted" + esc + ", linux" + esc,
+			"  runner: runner" + esc, "  reason: why" + esc,
+			"  +0.000s  queued" + esc + "      labels" + esc + "\n",
+			"   +1.00s  launched" + esc + "    runner" + esc + "\n",
+		}},
+		{[]string{"drain", "pool" + admintest.Evil}, 1, []string{"pool pool" + esc + ": draining"}},
+		{[]string{"instance", "delete", "runner" + admintest.Evil}, 1, []string{"instance runner" + esc + ": deleted"}},
+	} {
+		t.Run(tc.args[0], func(t *testing.T) {
+			out, _, err := runAdmin(t, append(tc.args, "--admin", addr)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onlyPrintable(t, out)
+			if n := strings.Count(out, "\n"); n != tc.lines {
+				t.Errorf("%d lines, want %d:\n%s", n, tc.lines, out)
+			}
+			wantLines(t, out, tc.want...)
+		})
+	}
+
+	// The API's errors are shown escaped too: they may echo a name, or be
+	// a proxy's page.
+	b.SetDrainFunc = func(context.Context, string, bool) error {
+		return fmt.Errorf("no pool %s: %w", "x"+admintest.Evil, admin.ErrBadRequest)
+	}
+	_, _, err := runAdmin(t, "drain", "x", "--admin", addr)
+	if err == nil || err.Error() != "no pool x"+esc+": bad request (HTTP 400)" {
+		t.Errorf("error: %v", err)
+	}
+}
+
+// onlyPrintable fails the test if s holds anything but printable runes and
+// newlines.
+func onlyPrintable(t *testing.T, s string) {
+	t.Helper()
+	for i, r := range s {
+		if r != '\n' && (!unicode.IsPrint(r) || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\ufffd"))) {
+			t.Errorf("%U at byte %d, in %q", r, i, s[max(0, i-20):min(len(s), i+20)])
+			return
+		}
 	}
 }

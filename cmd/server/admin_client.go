@@ -94,8 +94,11 @@ func (c *adminClient) call(ctx context.Context, method, path string) ([]byte, er
 		msg = e.Error
 	}
 	if len(msg) > 500 {
-		msg = msg[:500] + "…"
+		msg = strings.ToValidUTF8(msg[:500], "") + "…"
 	}
+	// It may echo a pool or an instance name, or be a proxy's page: it
+	// goes to a terminal.
+	msg = admin.Printable(msg)
 	if resp.StatusCode == http.StatusUnauthorized {
 		msg += "; pass --token-file"
 	}
