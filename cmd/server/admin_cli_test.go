@@ -267,6 +267,14 @@ func TestAdminToken(t *testing.T) {
 	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", write("right", "s3cret\n")); err != nil {
 		t.Errorf("right token (with a newline): %v", err)
 	}
+	open := write("open", "s3cret\n")
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", open); err == nil ||
+		err.Error() != "admin token: "+open+" is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 "+open {
+		t.Errorf("token file others may read: %v", err)
+	}
 	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", write("empty", " \n")); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty token file: %v", err)
 	}

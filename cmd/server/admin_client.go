@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -28,7 +27,7 @@ type adminClient struct {
 func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 	c := &adminClient{addr: addr, http: &http.Client{Timeout: 30 * time.Second}}
 	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
+		b, err := readSecret(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}

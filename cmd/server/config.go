@@ -146,7 +146,7 @@ func loadConfig(path string) (*config, error) {
 	switch {
 	case fc.Database != "":
 		p.check(store.ValidatePostgresURL(fc.Database))
-		c.DatabasePassword = strings.TrimSpace(string(p.readFile("database_password_file", fc.DatabasePassword, nil)))
+		c.DatabasePassword = strings.TrimSpace(string(p.readSecret("database_password_file", fc.DatabasePassword, nil)))
 	case fc.DatabasePassword != "":
 		p.add("database_password_file is only used with database")
 	}
@@ -156,13 +156,13 @@ func loadConfig(path string) (*config, error) {
 		gh.APIURL = defaultAPIURL
 	}
 	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, RunnerGroup: gh.RunnerGroup, JITPerMinute: gh.JITPerMinute,
-		PrivateKey: p.readFile("github.private_key_file", gh.PrivateKeyFile, ghapp.ErrNoPrivateKey)}
+		PrivateKey: p.readSecret("github.private_key_file", gh.PrivateKeyFile, ghapp.ErrNoPrivateKey)}
 	p.check(c.GitHub.Validate())
 	// No package checks the webhook secret before the service starts.
 	if gh.WebhookSecretFile == "" {
 		p.add("github.webhook_secret_file is required")
 	}
-	c.App.WebhookSecret = bytes.TrimSpace(p.readFile("github.webhook_secret_file", gh.WebhookSecretFile, nil))
+	c.App.WebhookSecret = bytes.TrimSpace(p.readSecret("github.webhook_secret_file", gh.WebhookSecretFile, nil))
 
 	c.LXD = fc.LXD.lxdConfig(&p)
 
@@ -173,7 +173,7 @@ func loadConfig(path string) (*config, error) {
 	case "off":
 		c.App.AdminListen = ""
 	}
-	c.App.AdminToken = strings.TrimSpace(string(p.readFile("admin_token_file", fc.AdminTokenFile, app.ErrNoAdminToken)))
+	c.App.AdminToken = strings.TrimSpace(string(p.readSecret("admin_token_file", fc.AdminTokenFile, app.ErrNoAdminToken)))
 	p.check(c.App.Validate())
 	if listenErr == nil && c.App.AdminListen == c.Listen {
 		p.add("admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API")
@@ -232,7 +232,7 @@ func loadConfig(path string) (*config, error) {
 func (l lxdFileConfig) lxdConfig(p *problems) lxd.Config {
 	c := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project,
 		ClientCert: p.readFile("lxd.client_cert", l.ClientCert, lxd.ErrNoClientCert),
-		ClientKey:  p.readFile("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
+		ClientKey:  p.readSecret("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
 		ServerCert: p.readFile("lxd.server_cert", l.ServerCert, nil),
 	}
 	if c.Socket == "" && c.URL == "" {
@@ -272,17 +272,27 @@ func (p *problems) check(err error) {
 	}
 }
 
-// readFile returns the content of a file that holds a secret or a
-// certificate, or nil. A file that cannot be read, or is empty, is a
-// problem that names the key and the path, never the content. An empty
-// path is not one here: the package's Validate says whether the key is
-// required. required is that package's error for the key being unset, or
-// nil when no package checks it.
+// readFile returns the content of a file that holds a certificate, or
+// nil. A file that cannot be read, or is empty, is a problem that names
+// the key and the path, never the content. An empty path is not one here:
+// the package's Validate says whether the key is required. required is
+// that package's error for the key being unset, or nil when no package
+// checks it.
 func (p *problems) readFile(key, path string, required error) []byte {
+	return p.read(key, path, required, os.ReadFile)
+}
+
+// readSecret is readFile for a file that holds a secret: one that its
+// group or others may read or write is a problem too (see readSecret).
+func (p *problems) readSecret(key, path string, required error) []byte {
+	return p.read(key, path, required, readSecret)
+}
+
+func (p *problems) read(key, path string, required error, read func(string) ([]byte, error)) []byte {
 	if path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := read(path)
 	switch {
 	case err != nil:
 		p.list = append(p.list, fmt.Errorf("%s: %w", key, err))

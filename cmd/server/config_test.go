@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
 )
 
@@ -209,13 +210,22 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 	dir := t.TempDir()
 	key, secret := secrets(t, dir)
-	file := func(name, content string) string {
+	fileMode := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // whatever the umask
 			t.Fatal(err)
 		}
 		return p
 	}
+	file := func(name, content string) string { return fileMode(name, content, 0o600) }
+	keyPEM, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := admintest.SelfSigned(t, "lxd.example")
 	files := strings.NewReplacer(
 		"{KEY}", key,
 		"{SECRET}", secret,
@@ -223,6 +233,13 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		"{EMPTY}", file("empty", " \n"),
 		"{TOKEN}", file("admin-token", "t0k3n-TOPSECRET\n"),
 		"{MISSING}", filepath.Join(dir, "missing"),
+		// Secrets others may read, and certificates anyone may.
+		"{GROUPKEY}", fileMode("group.pem", string(keyPEM), 0o640),
+		"{OTHERSECRET}", fileMode("other-secret", "TOPSECRET\n", 0o604),
+		"{OPENTOKEN}", fileMode("open-token", "t0k3n-TOPSECRET\n", 0o644),
+		"{GROUPWRITABLEKEY}", fileMode("group-writable.key", "TOPSECRET", 0o620),
+		"{OWNERONLYTOKEN}", fileMode("owner-only-token", "t0k3n-TOPSECRET\n", 0o400),
+		"{CERT}", fileMode("public.crt", string(certPEM), 0o644),
 	)
 	// Sections a case leaves out are valid.
 	defaults := []struct{ key, body string }{
@@ -269,6 +286,20 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		{"github files unreadable or empty", "github: {app_id: 1, private_key_file: {MISSING}, webhook_secret_file: {EMPTY}}\n", []string{
 			"github.private_key_file: open {MISSING}: no such file or directory",
 			"github.webhook_secret_file {EMPTY}: empty file",
+		}},
+		{"secret files open to others", "github: {app_id: 1, private_key_file: {GROUPKEY}, webhook_secret_file: {OTHERSECRET}}\n", []string{
+			"github.private_key_file: {GROUPKEY} is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 {GROUPKEY}",
+			"github.webhook_secret_file: {OTHERSECRET} is mode 0604, open to others: a secret must be its owner's alone; chmod 600 {OTHERSECRET}",
+		}},
+		{"admin token open to all", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OPENTOKEN}\n", []string{
+			"admin_token_file: {OPENTOKEN} is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 {OPENTOKEN}",
+		}},
+		// The client key must be the owner's; the certificates need not.
+		{"lxd client key writable by its group", "lxd: {url: https://lxd.example:8443, client_cert: {CERT}, client_key: {GROUPWRITABLEKEY}, server_cert: {CERT}}\n", []string{
+			"lxd.client_key: {GROUPWRITABLEKEY} is mode 0620, open to its group: a secret must be its owner's alone; chmod 600 {GROUPWRITABLEKEY}",
+		}},
+		{"admin token readable by its owner only", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OWNERONLYTOKEN}\nlimits: {max_instances: 0}\n", []string{
+			"limits.max_instances must be at least 1", // and nothing about the token
 		}},
 		{"admin listener off loopback without a token", "admin_listen: 0.0.0.0:9090\n", []string{
 			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_token_file",
@@ -376,6 +407,13 @@ func TestDatabaseSetting(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openPW := filepath.Join(dir, "db-password-open")
+	if err := os.WriteFile(openPW, []byte("hunter2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openPW, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	base := `
 github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
 limits: {max_instances: 2}
@@ -391,6 +429,8 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 		{"not PostgreSQL", "database: mysql://gha@db/gha\n", "database: want a postgres:// URL"},
 		{"a password file without a database", "database_password_file: " + pw + "\n", "database_password_file is only used with database"},
 		{"a missing password file", "database: postgres://gha@db/gha\ndatabase_password_file: /nonexistent/pw\n", "database_password_file: open /nonexistent/pw: no such file or directory"},
+		{"a password file others may read", "database: postgres://gha@db/gha\ndatabase_password_file: " + openPW + "\n",
+			"database_password_file: " + openPW + " is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 " + openPW},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := loadConfig(writeConfig(t, base+tc.yaml))
