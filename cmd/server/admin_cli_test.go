@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -402,6 +403,93 @@ func onlyPrintable(t *testing.T, s string) {
 		if r != '\n' && (!unicode.IsPrint(r) || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\ufffd"))) {
 			t.Errorf("%U at byte %d, in %q", r, i, s[max(0, i-20):min(len(s), i+20)])
 			return
+		}
+	}
+}
+
+// adminTLSServer serves the fake backend's admin API over TLS with a
+// self-signed certificate for 127.0.0.1, and returns its host:port and the
+// certificate's file.
+func adminTLSServer(t *testing.T, token string) (addr, certFile string) {
+	t.Helper()
+	certPEM, keyPEM := admintest.SelfSigned(t, "127.0.0.1")
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(admin.NewHandler(admintest.New(), admin.Options{Token: token, Log: zerolog.Nop()}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	certFile = filepath.Join(t.TempDir(), "admin.crt")
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Listener.Addr().String(), certFile
+}
+
+func TestAdminTLS(t *testing.T) {
+	addr, certFile := adminTLSServer(t, "s3cret")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Trusting the listener's own certificate, as https:// or as a bare
+	// host:port that --ca-file makes https.
+	for _, a := range []string{"https://" + addr, addr} {
+		out, _, err := runAdmin(t, "status", "--admin", a, "--ca-file", certFile, "--token-file", tokenFile)
+		if err != nil || !strings.HasPrefix(out, "ready\n") {
+			t.Errorf("--admin %s --ca-file: %v\n%s", a, err, out)
+		}
+	}
+	// The system's roots do not know it; nor does another certificate.
+	if _, _, err := runAdmin(t, "status", "--admin", "https://"+addr, "--token-file", tokenFile); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without --ca-file: %v", err)
+	}
+	otherPEM, _ := admintest.SelfSigned(t, "127.0.0.1")
+	other := filepath.Join(dir, "other.crt")
+	if err := os.WriteFile(other, otherPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runAdmin(t, "status", "--admin", addr, "--ca-file", other, "--token-file", tokenFile); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("another certificate: %v", err)
+	}
+	// Plain HTTP to the TLS listener gets nothing of the API.
+	if _, _, err := runAdmin(t, "status", "--admin", "http://"+addr); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("plain HTTP: %v", err)
+	}
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--admin", addr, "--ca-file", filepath.Join(dir, "missing")}},
+		{[]string{"--admin", addr, "--ca-file", tokenFile}}, // not PEM
+		{[]string{"--admin", "http://" + addr, "--ca-file", certFile}},
+		{[]string{"--admin", "unix:/run/x.sock", "--ca-file", certFile}},
+	} {
+		if _, _, err := runAdmin(t, append([]string{"status"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), "--ca-file") {
+			t.Errorf("%v: %v", tc.args, err)
+		}
+	}
+}
+
+// The CLI never sends the token in clear to a host other than loopback.
+// (Checked before any connection: these addresses are never dialled.)
+func TestAdminTokenNeverInClearOffLoopback(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"admin.invalid:9090", "http://admin.invalid:9090", "http://admin.invalid", "0.0.0.0:9090"} {
+		_, err := newAdminClient(addr, tokenFile, "")
+		if err == nil || !strings.Contains(err.Error(), "would cross the network in clear") {
+			t.Errorf("%s: %v", addr, err)
+		}
+		if _, err := newAdminClient(addr, "", ""); err != nil {
+			t.Errorf("%s without a token: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:9090", "localhost:9090", "http://[::1]:9090", "http://localhost", "https://admin.invalid:9443"} {
+		if _, err := newAdminClient(addr, tokenFile, ""); err != nil {
+			t.Errorf("%s: %v", addr, err)
 		}
 	}
 }

@@ -191,13 +191,31 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 	if _, err := loadConfig(writeConfig(t, base+"listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n")); err == nil || !strings.Contains(err.Error(), "must not be the webhook listener") {
 		t.Fatalf("err = %v, want the shared port refused", err)
 	}
-	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte("t0k3n\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n"))
-	if err != nil || c.App.AdminToken != "t0k3n" {
-		t.Fatalf("with a token: %v", err)
+	certPEM, keyPEM := admintest.SelfSigned(t, "admin.example")
+	certFile, keyFile := filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n")); err == nil ||
+		err.Error() != "admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file" {
+		t.Fatalf("with a token, without TLS: %v", err)
+	}
+	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+
+		"\nadmin_tls_cert_file: "+certFile+"\nadmin_tls_key_file: "+keyFile+"\n"))
+	if err != nil || c.App.AdminToken != "t0k3n" || !bytes.Equal(c.App.AdminTLSCert, certPEM) || !bytes.Equal(c.App.AdminTLSKey, keyPEM) {
+		t.Fatalf("with a token and TLS: %v", err)
+	}
+	// TLS on loopback too, if wanted.
+	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\nadmin_tls_cert_file: "+certFile+"\nadmin_tls_key_file: "+keyFile+"\n")); err != nil || c.App.AdminTLSCert == nil {
+		t.Fatalf("loopback with TLS: %v", err)
 	}
 	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\n")); err != nil || c.App.AdminListen != "127.0.0.1:9090" {
 		t.Fatalf("loopback without a token: %v", err)
@@ -225,7 +243,8 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, _ := admintest.SelfSigned(t, "lxd.example")
+	certPEM, tlsKeyPEM := admintest.SelfSigned(t, "lxd.example")
+	_, otherKeyPEM := admintest.SelfSigned(t, "other.example")
 	files := strings.NewReplacer(
 		"{KEY}", key,
 		"{SECRET}", secret,
@@ -240,6 +259,9 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		"{GROUPWRITABLEKEY}", fileMode("group-writable.key", "TOPSECRET", 0o620),
 		"{OWNERONLYTOKEN}", fileMode("owner-only-token", "t0k3n-TOPSECRET\n", 0o400),
 		"{CERT}", fileMode("public.crt", string(certPEM), 0o644),
+		"{TLSKEY}", fileMode("tls.key", string(tlsKeyPEM), 0o600),
+		"{OTHERTLSKEY}", fileMode("other-tls.key", string(otherKeyPEM), 0o600),
+		"{OPENTLSKEY}", fileMode("open-tls.key", string(tlsKeyPEM), 0o640),
 	)
 	// Sections a case leaves out are valid.
 	defaults := []struct{ key, body string }{
@@ -291,21 +313,41 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 			"github.private_key_file: {GROUPKEY} is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 {GROUPKEY}",
 			"github.webhook_secret_file: {OTHERSECRET} is mode 0604, open to others: a secret must be its owner's alone; chmod 600 {OTHERSECRET}",
 		}},
-		{"admin token open to all", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OPENTOKEN}\n", []string{
+		{"admin token open to all", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OPENTOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
 			"admin_token_file: {OPENTOKEN} is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 {OPENTOKEN}",
 		}},
 		// The client key must be the owner's; the certificates need not.
 		{"lxd client key writable by its group", "lxd: {url: https://lxd.example:8443, client_cert: {CERT}, client_key: {GROUPWRITABLEKEY}, server_cert: {CERT}}\n", []string{
 			"lxd.client_key: {GROUPWRITABLEKEY} is mode 0620, open to its group: a secret must be its owner's alone; chmod 600 {GROUPWRITABLEKEY}",
 		}},
-		{"admin token readable by its owner only", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OWNERONLYTOKEN}\nlimits: {max_instances: 0}\n", []string{
+		{"admin token readable by its owner only", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OWNERONLYTOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\nlimits: {max_instances: 0}\n", []string{
 			"limits.max_instances must be at least 1", // and nothing about the token
 		}},
-		{"admin listener off loopback without a token", "admin_listen: 0.0.0.0:9090\n", []string{
+		{"admin listener off loopback without a token or TLS", "admin_listen: 0.0.0.0:9090\n", []string{
 			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_token_file",
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file",
 		}},
-		{"admin token file empty", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {EMPTY}\n", []string{
+		{"admin listener off loopback without TLS", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {TOKEN}\n", []string{
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file",
+		}},
+		{"admin token file empty", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {EMPTY}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
 			"admin_token_file {EMPTY}: empty file",
+		}},
+		{"admin TLS on the unix socket", "admin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
+			"admin_tls_cert_file and admin_tls_key_file are only used with a TCP admin_listen",
+		}},
+		{"admin TLS key without its certificate", "admin_listen: 127.0.0.1:9443\nadmin_tls_key_file: {TLSKEY}\n", []string{
+			"admin_tls_cert_file is required with admin_tls_key_file",
+		}},
+		{"admin TLS files missing", "admin_listen: 0.0.0.0:9443\nadmin_token_file: {TOKEN}\nadmin_tls_cert_file: {MISSING}\nadmin_tls_key_file: {EMPTY}\n", []string{
+			"admin_tls_cert_file: open {MISSING}: no such file or directory",
+			"admin_tls_key_file {EMPTY}: empty file",
+		}},
+		{"admin TLS key of another certificate", "admin_listen: 127.0.0.1:9443\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {OTHERTLSKEY}\n", []string{
+			"admin_tls_cert_file and admin_tls_key_file: tls: private key does not match public key",
+		}},
+		{"admin TLS key open to its group", "admin_listen: 0.0.0.0:9443\nadmin_token_file: {TOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {OPENTLSKEY}\n", []string{
+			"admin_tls_key_file: {OPENTLSKEY} is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 {OPENTLSKEY}",
 		}},
 		{"admin listener not an address", "admin_listen: nonsense\nadmin_token_file: {TOKEN}\n", []string{
 			`admin_listen "nonsense": want unix:/path, host:port or off`,
@@ -358,7 +400,7 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 			for _, bad := range []string{
 				// Go's names of the settings.
 				"APIURL", "AppID", "PrivateKey", "JITPerMinute", "WebhookSecret", "Socket", "with URL",
-				"ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "AdminListen", "AdminToken",
+				"ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "AdminListen", "AdminToken", "AdminTLS",
 				"Interval", "Lookback", "MaxPerRound", "MaxInstances", "RegistrationTimeout", "Timeouts",
 				// Secrets.
 				"TOPSECRET", "hunter2", "s3cr3t", "PRIVATE KEY",
