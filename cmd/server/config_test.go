@@ -11,12 +11,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+	"gopkg.in/yaml.v3"
 )
 
 // secrets writes a key and a webhook secret into dir.
@@ -72,6 +74,23 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if ps := c.App.Scheduler.Pools; ps[0].RunnerGroup != "Default" || ps[0].RunnerGroupPolicy != scheduler.PolicyRefuse ||
 		ps[1].RunnerGroup != "gpu-runners" || len(c.Warnings) != 0 {
 		t.Fatalf("runner groups: %+v; warnings %q", ps, c.Warnings)
+	}
+	// Its container pools use the hardened profile that deployments/lxd
+	// ships, by the name that file gives it.
+	var prof struct {
+		Name string `yaml:"name"`
+	}
+	b, err := os.ReadFile("../../deployments/lxd/profile-hardened-container.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &prof); err != nil || prof.Name == "" {
+		t.Fatalf("hardened profile: %v %+v", err, prof)
+	}
+	for _, p := range c.App.Scheduler.Pools {
+		if (p.Type == "" || p.Type == "container") && !slices.Contains(p.Profiles, prof.Name) {
+			t.Errorf("pool %s: profiles %v, want %s", p.Name, p.Profiles, prof.Name)
+		}
 	}
 }
 
