@@ -184,14 +184,66 @@ readme_build() {
 check "readme: deployments/README.md gives the Dockerfile's build command" readme_build
 
 validate_example() {
-	openssl genrsa -out "$tmp/app.pem" 2048 2>/dev/null
-	openssl rand -hex 32 >"$tmp/webhook-secret"
+	# Secrets are the owner's alone, or validate refuses them.
+	(
+		umask 077
+		openssl genrsa -out "$tmp/app.pem" 2048 2>/dev/null
+		openssl rand -hex 32 >"$tmp/webhook-secret"
+	)
 	cp deployments/config.example.yaml "$tmp/config.yaml"
 	replace "$tmp/config.yaml" /etc/lxd-gha-autoscaler/app.pem "$tmp/app.pem"
 	replace "$tmp/config.yaml" /etc/lxd-gha-autoscaler/webhook-secret "$tmp/webhook-secret"
 	"$bin" validate --config "$tmp/config.yaml"
+	# A secret its group may read is refused, naming the key and the fix.
+	chmod 640 "$tmp/webhook-secret"
+	local out
+	if out="$("$bin" validate --config "$tmp/config.yaml" 2>&1)"; then
+		echo "validate accepted a webhook secret of mode 0640"
+		return 1
+	fi
+	printf '%s\n' "$out" | grep -qF "github.webhook_secret_file: $tmp/webhook-secret is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 $tmp/webhook-secret" ||
+		{ printf '%s\n' "$out"; echo "validate did not say which file and how to fix it"; return 1; }
 }
-check "validate: deployments/config.example.yaml (secrets in temp files)" validate_example
+check "validate: deployments/config.example.yaml (secrets in temp files); a secret its group may read is refused" validate_example
+
+# readme_secrets: the commands of deployments/README.md's step 4, run as
+# written but under $tmp and with nobody:nogroup as the service's user,
+# make a config and secrets that validate accepts when run as that user.
+readme_secrets() {
+	local root="$tmp/readme-etc" block
+	block="$("$py" - deployments/README.md <<'EOF'
+import sys
+s = open(sys.argv[1]).read()
+sec = s.split("## 4. Config and secrets", 1)[1].split("\n## ", 1)[0]
+blocks = [b.split("```", 1)[0] for b in sec.split("```sh\n")[1:]]
+found = [b for b in blocks if "umask" in b and "app.pem" in b]
+if len(found) != 1:
+    sys.exit("deployments/README.md step 4: want one sh block that writes app.pem under a umask")
+print(found[0])
+EOF
+)"
+	printf '%s\n' "$block" >"$tmp/readme-step4.sh"
+	replace "$tmp/readme-step4.sh" "/etc/lxd-gha-autoscaler" "$root"
+	replace "$tmp/readme-step4.sh" "-o root -g lxd-gha-autoscaler" "-o root -g nogroup"
+	replace "$tmp/readme-step4.sh" "chown lxd-gha-autoscaler:" "chown nobody:"
+	replace "$tmp/readme-step4.sh" "/tmp/app.json" "$tmp/app.json"
+	if sed "s#$root##g" "$tmp/readme-step4.sh" | grep -n "lxd-gha-autoscaler"; then
+		echo "names left to replace"
+		return 1
+	fi
+	# What GitHub's manifest conversion answers, with a throwaway key.
+	"$py" - "$tmp/app.json" <<'EOF'
+import json, subprocess, sys
+pem = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True, text=True).stdout
+json.dump({"id": 4242, "pem": pem, "webhook_secret": "0123456789abcdef0123456789abcdef"}, open(sys.argv[1], "w"))
+EOF
+	bash -euo pipefail "$tmp/readme-step4.sh" >/dev/null
+	replace "$root/config.yaml" /etc/lxd-gha-autoscaler/app.pem "$root/app.pem"
+	replace "$root/config.yaml" /etc/lxd-gha-autoscaler/webhook-secret "$root/webhook-secret"
+	stat -c '%a %U:%G %n' "$root" "$root"/*
+	setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin" validate --config "$root/config.yaml"
+}
+check "readme: deployments/README.md step 4 makes secrets that validate accepts as the service's user" readme_secrets
 
 # --- systemd ---------------------------------------------------------------
 

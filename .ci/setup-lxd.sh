@@ -53,10 +53,16 @@ daemon_running() {
 start_lxd() {
 	echo "setup-lxd: starting lxd (log: $log)"
 	# setsid + nohup: the daemon outlives this script and its caller's
-	# process group; no stdio ties it to CI's pipes.
+	# process group.
 	# From /: the daemon outlives this checkout, and its children (rsync for
 	# snapshots) fail once an inherited working directory is deleted.
-	(cd / && setsid nohup lxd --group root </dev/null >>"$log" 2>&1 &)
+	# The redirections are on the whole background subshell, not on the
+	# daemon's command inside it: the subshell that runs `cd / && ...` may
+	# stay alive as the daemon's parent, and with the script's stdout it
+	# would hold its caller's pipe open for as long as the daemon runs
+	# (`setup-lxd.sh | tee log` would never end). exec leaves no such
+	# subshell either way.
+	(cd / && exec setsid nohup lxd --group root) </dev/null >>"$log" 2>&1 &
 }
 
 # A running daemon answers at once; starting a second one would fail.

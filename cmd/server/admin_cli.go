@@ -22,9 +22,9 @@ const adminUsage = `  status                   pools, readiness and the last job
   drain POOL               stop launching runners for a pool
   undrain POOL             launch for the pool again
   instance delete NAME     delete one of our instances
-                           each takes --admin ADDR (unix:/path or host:port,
-                           default ` + admin.DefaultListen + `),
-                           --token-file FILE and --json
+                           each takes --admin ADDR (unix:/path, host:port or
+                           https://host:port; default ` + admin.DefaultListen + `),
+                           --token-file FILE, --ca-file FILE and --json
 `
 
 // adminCommand runs the commands that talk to the admin API of a running
@@ -47,8 +47,9 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", admin.DefaultListen, "admin API address: unix:/path or host:port")
-	tokenFile := fs.String("token-file", "", "file holding the admin token")
+	addr := fs.String("admin", admin.DefaultListen, "admin API address: unix:/path, host:port or https://host:port")
+	tokenFile := fs.String("token-file", "", "file holding the admin token (mode 0600)")
+	caFile := fs.String("ca-file", "", "PEM certificates to trust for an https admin address (its own certificate will do); makes host:port https")
 	asJSON := fs.Bool("json", false, "print the API's JSON as is")
 	var pool, state string
 	var limit int
@@ -58,7 +59,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 		fs.IntVar(&limit, "limit", 0, "at most this many jobs (the service's default: 50)")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: lxd-gha-autoscaler %s [--admin ADDR] [--token-file FILE] [--json]\n", synopsis)
+		fmt.Fprintf(stderr, "usage: lxd-gha-autoscaler %s [--admin ADDR] [--token-file FILE] [--ca-file FILE] [--json]\n", synopsis)
 		fs.PrintDefaults()
 	}
 	pos, err := adminParseFlags(fs, args)
@@ -108,7 +109,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 		method, path = http.MethodDelete, "/api/instances/"+url.PathEscape(pos[1])
 	}
 
-	c, err := newAdminClient(*addr, *tokenFile)
+	c, err := newAdminClient(*addr, *tokenFile, *caFile)
 	if err != nil {
 		return true, err
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -264,6 +268,14 @@ func TestAdminToken(t *testing.T) {
 	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", write("right", "s3cret\n")); err != nil {
 		t.Errorf("right token (with a newline): %v", err)
 	}
+	open := write("open", "s3cret\n")
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", open); err == nil ||
+		err.Error() != "admin token: "+open+" is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 "+open {
+		t.Errorf("token file others may read: %v", err)
+	}
 	if _, _, err := runAdmin(t, "status", "--admin", addr, "--token-file", write("empty", " \n")); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty token file: %v", err)
 	}
@@ -325,5 +337,159 @@ func TestAdminNonJSONError(t *testing.T) {
 	_, _, err := runAdmin(t, "status", "--admin", srv.URL)
 	if err == nil || err.Error() != "bad gateway (HTTP 502)" {
 		t.Errorf("got %v", err)
+	}
+}
+
+// Labels, repositories, runner names and reasons come from workflows: the
+// CLI shows their control characters, escape sequences and bidi controls
+// written out, one field per cell, one row per line.
+func TestAdminHostileText(t *testing.T) {
+	b := admintest.Hostile()
+	addr := adminServer(t, b, "")
+	// The invalid byte arrives as U+FFFD: JSON has no other way to carry it.
+	const esc = `\x1b]0;owned\x07\x1b[2J\n\t\u009b31m\u202e\u2066\u200b` + "\ufffd"
+	for _, tc := range []struct {
+		args  []string
+		lines int      // lines of output
+		want  []string // among them
+	}{
+		{[]string{"status"}, 10, []string{
+			"not ready:", "  lxd" + esc + ": down" + esc,
+			"replica replica" + esc + " follows; leader" + esc + " leads, since 2025-03-14 09:26:53Z",
+			"pool" + esc + "  1", "7    pool" + esc + "  in_progress" + esc + " (success" + esc + ")  1.0s",
+		}},
+		{[]string{"jobs"}, 2, []string{
+			"acme/" + esc + "  self-hosted" + esc + ",linux" + esc + "  runner" + esc + "  why" + esc,
+		}},
+		{[]string{"job", "7"}, 11, []string{
+			"job 7  acme/" + esc + "  in_progress" + esc + " (success" + esc + ")",
+			"  labels: self-hosted" + esc + ", linux" + esc,
+			"  runner: runner" + esc, "  reason: why" + esc,
+			"  +0.000s  queued" + esc + "      labels" + esc + "\n",
+			"   +1.00s  launched" + esc + "    runner" + esc + "\n",
+		}},
+		{[]string{"drain", "pool" + admintest.Evil}, 1, []string{"pool pool" + esc + ": draining"}},
+		{[]string{"instance", "delete", "runner" + admintest.Evil}, 1, []string{"instance runner" + esc + ": deleted"}},
+	} {
+		t.Run(tc.args[0], func(t *testing.T) {
+			out, _, err := runAdmin(t, append(tc.args, "--admin", addr)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onlyPrintable(t, out)
+			if n := strings.Count(out, "\n"); n != tc.lines {
+				t.Errorf("%d lines, want %d:\n%s", n, tc.lines, out)
+			}
+			wantLines(t, out, tc.want...)
+		})
+	}
+
+	// The API's errors are shown escaped too: they may echo a name, or be
+	// a proxy's page.
+	b.SetDrainFunc = func(context.Context, string, bool) error {
+		return fmt.Errorf("no pool %s: %w", "x"+admintest.Evil, admin.ErrBadRequest)
+	}
+	_, _, err := runAdmin(t, "drain", "x", "--admin", addr)
+	if err == nil || err.Error() != "no pool x"+esc+": bad request (HTTP 400)" {
+		t.Errorf("error: %v", err)
+	}
+}
+
+// onlyPrintable fails the test if s holds anything but printable runes and
+// newlines.
+func onlyPrintable(t *testing.T, s string) {
+	t.Helper()
+	for i, r := range s {
+		if r != '\n' && (!unicode.IsPrint(r) || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\ufffd"))) {
+			t.Errorf("%U at byte %d, in %q", r, i, s[max(0, i-20):min(len(s), i+20)])
+			return
+		}
+	}
+}
+
+// adminTLSServer serves the fake backend's admin API over TLS with a
+// self-signed certificate for 127.0.0.1, and returns its host:port and the
+// certificate's file.
+func adminTLSServer(t *testing.T, token string) (addr, certFile string) {
+	t.Helper()
+	certPEM, keyPEM := admintest.SelfSigned(t, "127.0.0.1")
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(admin.NewHandler(admintest.New(), admin.Options{Token: token, Log: zerolog.Nop()}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	certFile = filepath.Join(t.TempDir(), "admin.crt")
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Listener.Addr().String(), certFile
+}
+
+func TestAdminTLS(t *testing.T) {
+	addr, certFile := adminTLSServer(t, "s3cret")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Trusting the listener's own certificate, as https:// or as a bare
+	// host:port that --ca-file makes https.
+	for _, a := range []string{"https://" + addr, addr} {
+		out, _, err := runAdmin(t, "status", "--admin", a, "--ca-file", certFile, "--token-file", tokenFile)
+		if err != nil || !strings.HasPrefix(out, "ready\n") {
+			t.Errorf("--admin %s --ca-file: %v\n%s", a, err, out)
+		}
+	}
+	// The system's roots do not know it; nor does another certificate.
+	if _, _, err := runAdmin(t, "status", "--admin", "https://"+addr, "--token-file", tokenFile); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without --ca-file: %v", err)
+	}
+	otherPEM, _ := admintest.SelfSigned(t, "127.0.0.1")
+	other := filepath.Join(dir, "other.crt")
+	if err := os.WriteFile(other, otherPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runAdmin(t, "status", "--admin", addr, "--ca-file", other, "--token-file", tokenFile); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("another certificate: %v", err)
+	}
+	// Plain HTTP to the TLS listener gets nothing of the API.
+	if _, _, err := runAdmin(t, "status", "--admin", "http://"+addr); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("plain HTTP: %v", err)
+	}
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--admin", addr, "--ca-file", filepath.Join(dir, "missing")}},
+		{[]string{"--admin", addr, "--ca-file", tokenFile}}, // not PEM
+		{[]string{"--admin", "http://" + addr, "--ca-file", certFile}},
+		{[]string{"--admin", "unix:/run/x.sock", "--ca-file", certFile}},
+	} {
+		if _, _, err := runAdmin(t, append([]string{"status"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), "--ca-file") {
+			t.Errorf("%v: %v", tc.args, err)
+		}
+	}
+}
+
+// The CLI never sends the token in clear to a host other than loopback.
+// (Checked before any connection: these addresses are never dialled.)
+func TestAdminTokenNeverInClearOffLoopback(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"admin.invalid:9090", "http://admin.invalid:9090", "http://admin.invalid", "0.0.0.0:9090"} {
+		_, err := newAdminClient(addr, tokenFile, "")
+		if err == nil || !strings.Contains(err.Error(), "would cross the network in clear") {
+			t.Errorf("%s: %v", addr, err)
+		}
+		if _, err := newAdminClient(addr, "", ""); err != nil {
+			t.Errorf("%s without a token: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:9090", "localhost:9090", "http://[::1]:9090", "http://localhost", "https://admin.invalid:9443"} {
+		if _, err := newAdminClient(addr, tokenFile, ""); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
 	}
 }

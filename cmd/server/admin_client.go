@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,10 +27,16 @@ type adminClient struct {
 	http  *http.Client
 }
 
-func newAdminClient(addr, tokenFile string) (*adminClient, error) {
+// newAdminClient makes a client for the admin API at addr: "unix:/path",
+// "host:port", "http://host:port" or "https://host:port". caFile, when
+// set, holds the PEM certificates to trust for an https address instead
+// of the system's (the admin listener's own self-signed certificate will
+// do), and makes a bare host:port https. A token is never sent in clear
+// to a host other than loopback.
+func newAdminClient(addr, tokenFile, caFile string) (*adminClient, error) {
 	c := &adminClient{addr: addr, http: &http.Client{Timeout: 30 * time.Second}}
 	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
+		b, err := readSecret(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
@@ -42,6 +50,9 @@ func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 		if path == "" {
 			return nil, fmt.Errorf("--admin %q: empty socket path", addr)
 		}
+		if caFile != "" {
+			return nil, fmt.Errorf("--ca-file is for an https:// admin address, not the unix socket %s", addr)
+		}
 		c.base = "http://admin" // the host is not used: every request dials the socket
 		c.http.Transport = &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -49,6 +60,7 @@ func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 				return d.DialContext(ctx, "unix", path)
 			},
 		}
+		return c, nil
 	case strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://"):
 		c.base = strings.TrimRight(addr, "/")
 	default:
@@ -56,6 +68,35 @@ func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 			return nil, fmt.Errorf("--admin %q: want unix:/path or host:port", addr)
 		}
 		c.base = "http://" + addr
+		if caFile != "" {
+			c.base = "https://" + addr
+		}
+	}
+	u, err := url.Parse(c.base)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--admin %q: want unix:/path, host:port or https://host:port", addr)
+	}
+	if u.Scheme == "http" {
+		if caFile != "" {
+			return nil, fmt.Errorf("--ca-file is for an https:// admin address, not %s", addr)
+		}
+		if c.token != "" && admin.RequiresToken(net.JoinHostPort(u.Hostname(), "0")) {
+			return nil, fmt.Errorf("--admin %s: the admin token would cross the network in clear; use https://%s (with --ca-file when its certificate is self-signed)", addr, u.Host)
+		}
+		return c, nil
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", caFile)
+		}
+		c.http.Transport = &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		}
 	}
 	return c, nil
 }
@@ -94,8 +135,11 @@ func (c *adminClient) call(ctx context.Context, method, path string) ([]byte, er
 		msg = e.Error
 	}
 	if len(msg) > 500 {
-		msg = msg[:500] + "…"
+		msg = strings.ToValidUTF8(msg[:500], "") + "…"
 	}
+	// It may echo a pool or an instance name, or be a proxy's page: it
+	// goes to a terminal.
+	msg = admin.Printable(msg)
 	if resp.StatusCode == http.StatusUnauthorized {
 		msg += "; pass --token-file"
 	}

@@ -11,7 +11,10 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
 )
 
-// adminPrint prints an API answer for people.
+// adminPrint prints an API answer for people. Every string in it goes
+// through admin.Printable first: labels, repositories, runner names and
+// reasons come from workflows, and a terminal would act on the escape
+// sequences, newlines and bidi controls they may hold.
 func adminPrint(w io.Writer, cmd string, body []byte) error {
 	switch cmd {
 	case "status":
@@ -19,7 +22,7 @@ func adminPrint(w io.Writer, cmd string, body []byte) error {
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("admin API: status: %w", err)
 		}
-		return adminPrintStatus(w, st)
+		return adminPrintStatus(w, st.Printable())
 	case "jobs":
 		var v struct {
 			Jobs []admin.Job `json:"jobs"`
@@ -31,13 +34,16 @@ func adminPrint(w io.Writer, cmd string, body []byte) error {
 			_, err := fmt.Fprintln(w, "no jobs")
 			return err
 		}
+		for i, j := range v.Jobs {
+			v.Jobs[i] = j.Printable()
+		}
 		return adminPrintJobs(w, v.Jobs, true)
 	case "job":
 		var d admin.JobDetail
 		if err := json.Unmarshal(body, &d); err != nil {
 			return fmt.Errorf("admin API: job: %w", err)
 		}
-		return adminPrintJob(w, d)
+		return adminPrintJob(w, d.Printable())
 	case "drain", "undrain":
 		var v struct {
 			Pool     string `json:"pool"`
@@ -47,10 +53,10 @@ func adminPrint(w io.Writer, cmd string, body []byte) error {
 			return fmt.Errorf("admin API: %s: %w", cmd, err)
 		}
 		if v.Draining {
-			_, err := fmt.Fprintf(w, "pool %s: draining\n", v.Pool)
+			_, err := fmt.Fprintf(w, "pool %s: draining\n", admin.Printable(v.Pool))
 			return err
 		}
-		_, err := fmt.Fprintf(w, "pool %s: not draining\n", v.Pool)
+		_, err := fmt.Fprintf(w, "pool %s: not draining\n", admin.Printable(v.Pool))
 		return err
 	case "instance":
 		var v struct {
@@ -59,7 +65,7 @@ func adminPrint(w io.Writer, cmd string, body []byte) error {
 		if err := json.Unmarshal(body, &v); err != nil {
 			return fmt.Errorf("admin API: instance delete: %w", err)
 		}
-		_, err := fmt.Fprintf(w, "instance %s: deleted\n", v.Instance)
+		_, err := fmt.Fprintf(w, "instance %s: deleted\n", admin.Printable(v.Instance))
 		return err
 	}
 	return fmt.Errorf("no output for %s", cmd)

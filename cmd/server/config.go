@@ -37,6 +37,8 @@ type fileConfig struct {
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	AdminListen       string        `yaml:"admin_listen"`
 	AdminTokenFile    string        `yaml:"admin_token_file"`
+	AdminTLSCertFile  string        `yaml:"admin_tls_cert_file"`
+	AdminTLSKeyFile   string        `yaml:"admin_tls_key_file"`
 	GitHub            struct {
 		APIURL            string `yaml:"api_url"`
 		AppID             int64  `yaml:"app_id"`
@@ -146,7 +148,7 @@ func loadConfig(path string) (*config, error) {
 	switch {
 	case fc.Database != "":
 		p.check(store.ValidatePostgresURL(fc.Database))
-		c.DatabasePassword = strings.TrimSpace(string(p.readFile("database_password_file", fc.DatabasePassword, nil)))
+		c.DatabasePassword = strings.TrimSpace(string(p.readSecret("database_password_file", fc.DatabasePassword)))
 	case fc.DatabasePassword != "":
 		p.add("database_password_file is only used with database")
 	}
@@ -156,13 +158,13 @@ func loadConfig(path string) (*config, error) {
 		gh.APIURL = defaultAPIURL
 	}
 	c.GitHub = ghapp.Config{APIURL: gh.APIURL, AppID: gh.AppID, RunnerGroup: gh.RunnerGroup, JITPerMinute: gh.JITPerMinute,
-		PrivateKey: p.readFile("github.private_key_file", gh.PrivateKeyFile, ghapp.ErrNoPrivateKey)}
+		PrivateKey: p.readSecret("github.private_key_file", gh.PrivateKeyFile, ghapp.ErrNoPrivateKey)}
 	p.check(c.GitHub.Validate())
 	// No package checks the webhook secret before the service starts.
 	if gh.WebhookSecretFile == "" {
 		p.add("github.webhook_secret_file is required")
 	}
-	c.App.WebhookSecret = bytes.TrimSpace(p.readFile("github.webhook_secret_file", gh.WebhookSecretFile, nil))
+	c.App.WebhookSecret = bytes.TrimSpace(p.readSecret("github.webhook_secret_file", gh.WebhookSecretFile))
 
 	c.LXD = fc.LXD.lxdConfig(&p)
 
@@ -173,7 +175,9 @@ func loadConfig(path string) (*config, error) {
 	case "off":
 		c.App.AdminListen = ""
 	}
-	c.App.AdminToken = strings.TrimSpace(string(p.readFile("admin_token_file", fc.AdminTokenFile, app.ErrNoAdminToken)))
+	c.App.AdminToken = strings.TrimSpace(string(p.readSecret("admin_token_file", fc.AdminTokenFile, app.ErrNoAdminToken)))
+	c.App.AdminTLSCert = p.readFile("admin_tls_cert_file", fc.AdminTLSCertFile, app.ErrNoAdminTLSCert, app.ErrNoAdminTLS)
+	c.App.AdminTLSKey = p.readSecret("admin_tls_key_file", fc.AdminTLSKeyFile, app.ErrNoAdminTLSKey, app.ErrNoAdminTLS)
 	p.check(c.App.Validate())
 	if listenErr == nil && c.App.AdminListen == c.Listen {
 		p.add("admin_listen must not be the webhook listener: a proxy that exposes /webhook would expose the admin API")
@@ -232,8 +236,8 @@ func loadConfig(path string) (*config, error) {
 func (l lxdFileConfig) lxdConfig(p *problems) lxd.Config {
 	c := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project,
 		ClientCert: p.readFile("lxd.client_cert", l.ClientCert, lxd.ErrNoClientCert),
-		ClientKey:  p.readFile("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
-		ServerCert: p.readFile("lxd.server_cert", l.ServerCert, nil),
+		ClientKey:  p.readSecret("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
+		ServerCert: p.readFile("lxd.server_cert", l.ServerCert),
 	}
 	if c.Socket == "" && c.URL == "" {
 		c.Socket = defaultSocket
@@ -272,17 +276,28 @@ func (p *problems) check(err error) {
 	}
 }
 
-// readFile returns the content of a file that holds a secret or a
-// certificate, or nil. A file that cannot be read, or is empty, is a
-// problem that names the key and the path, never the content. An empty
-// path is not one here: the package's Validate says whether the key is
-// required. required is that package's error for the key being unset, or
-// nil when no package checks it.
-func (p *problems) readFile(key, path string, required error) []byte {
+// readFile returns the content of a file that holds a certificate, or
+// nil. A file that cannot be read, or is empty, is a problem that names
+// the key and the path, never the content. An empty path is not one here:
+// the package's Validate says whether the key is required. required are
+// the packages' errors that say the key is unset (none when no package
+// checks it): once the file's problem is told, they would say it again,
+// and wrongly.
+func (p *problems) readFile(key, path string, required ...error) []byte {
+	return p.read(key, path, required, os.ReadFile)
+}
+
+// readSecret is readFile for a file that holds a secret: one that its
+// group or others may read or write is a problem too (see readSecret).
+func (p *problems) readSecret(key, path string, required ...error) []byte {
+	return p.read(key, path, required, readSecret)
+}
+
+func (p *problems) read(key, path string, required []error, read func(string) ([]byte, error)) []byte {
 	if path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := read(path)
 	switch {
 	case err != nil:
 		p.list = append(p.list, fmt.Errorf("%s: %w", key, err))
@@ -291,9 +306,7 @@ func (p *problems) readFile(key, path string, required error) []byte {
 	default:
 		return b
 	}
-	if required != nil {
-		p.explained = append(p.explained, required)
-	}
+	p.explained = append(p.explained, required...)
 	return nil
 }
 

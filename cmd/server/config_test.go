@@ -11,11 +11,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/scheduler"
+	"gopkg.in/yaml.v3"
 )
 
 // secrets writes a key and a webhook secret into dir.
@@ -71,6 +74,23 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if ps := c.App.Scheduler.Pools; ps[0].RunnerGroup != "Default" || ps[0].RunnerGroupPolicy != scheduler.PolicyRefuse ||
 		ps[1].RunnerGroup != "gpu-runners" || len(c.Warnings) != 0 {
 		t.Fatalf("runner groups: %+v; warnings %q", ps, c.Warnings)
+	}
+	// Its container pools use the hardened profile that deployments/lxd
+	// ships, by the name that file gives it.
+	var prof struct {
+		Name string `yaml:"name"`
+	}
+	b, err := os.ReadFile("../../deployments/lxd/profile-hardened-container.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &prof); err != nil || prof.Name == "" {
+		t.Fatalf("hardened profile: %v %+v", err, prof)
+	}
+	for _, p := range c.App.Scheduler.Pools {
+		if (p.Type == "" || p.Type == "container") && !slices.Contains(p.Profiles, prof.Name) {
+			t.Errorf("pool %s: profiles %v, want %s", p.Name, p.Profiles, prof.Name)
+		}
 	}
 }
 
@@ -190,13 +210,31 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 	if _, err := loadConfig(writeConfig(t, base+"listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n")); err == nil || !strings.Contains(err.Error(), "must not be the webhook listener") {
 		t.Fatalf("err = %v, want the shared port refused", err)
 	}
-	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte("t0k3n\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n"))
-	if err != nil || c.App.AdminToken != "t0k3n" {
-		t.Fatalf("with a token: %v", err)
+	certPEM, keyPEM := admintest.SelfSigned(t, "admin.example")
+	certFile, keyFile := filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+"\n")); err == nil ||
+		err.Error() != "admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file" {
+		t.Fatalf("with a token, without TLS: %v", err)
+	}
+	c, err := loadConfig(writeConfig(t, base+"admin_listen: 0.0.0.0:9090\nadmin_token_file: "+tokenFile+
+		"\nadmin_tls_cert_file: "+certFile+"\nadmin_tls_key_file: "+keyFile+"\n"))
+	if err != nil || c.App.AdminToken != "t0k3n" || !bytes.Equal(c.App.AdminTLSCert, certPEM) || !bytes.Equal(c.App.AdminTLSKey, keyPEM) {
+		t.Fatalf("with a token and TLS: %v", err)
+	}
+	// TLS on loopback too, if wanted.
+	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\nadmin_tls_cert_file: "+certFile+"\nadmin_tls_key_file: "+keyFile+"\n")); err != nil || c.App.AdminTLSCert == nil {
+		t.Fatalf("loopback with TLS: %v", err)
 	}
 	if c, err := loadConfig(writeConfig(t, base+"admin_listen: 127.0.0.1:9090\n")); err != nil || c.App.AdminListen != "127.0.0.1:9090" {
 		t.Fatalf("loopback without a token: %v", err)
@@ -209,13 +247,23 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 	dir := t.TempDir()
 	key, secret := secrets(t, dir)
-	file := func(name, content string) string {
+	fileMode := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // whatever the umask
 			t.Fatal(err)
 		}
 		return p
 	}
+	file := func(name, content string) string { return fileMode(name, content, 0o600) }
+	keyPEM, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, tlsKeyPEM := admintest.SelfSigned(t, "lxd.example")
+	_, otherKeyPEM := admintest.SelfSigned(t, "other.example")
 	files := strings.NewReplacer(
 		"{KEY}", key,
 		"{SECRET}", secret,
@@ -223,6 +271,16 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 		"{EMPTY}", file("empty", " \n"),
 		"{TOKEN}", file("admin-token", "t0k3n-TOPSECRET\n"),
 		"{MISSING}", filepath.Join(dir, "missing"),
+		// Secrets others may read, and certificates anyone may.
+		"{GROUPKEY}", fileMode("group.pem", string(keyPEM), 0o640),
+		"{OTHERSECRET}", fileMode("other-secret", "TOPSECRET\n", 0o604),
+		"{OPENTOKEN}", fileMode("open-token", "t0k3n-TOPSECRET\n", 0o644),
+		"{GROUPWRITABLEKEY}", fileMode("group-writable.key", "TOPSECRET", 0o620),
+		"{OWNERONLYTOKEN}", fileMode("owner-only-token", "t0k3n-TOPSECRET\n", 0o400),
+		"{CERT}", fileMode("public.crt", string(certPEM), 0o644),
+		"{TLSKEY}", fileMode("tls.key", string(tlsKeyPEM), 0o600),
+		"{OTHERTLSKEY}", fileMode("other-tls.key", string(otherKeyPEM), 0o600),
+		"{OPENTLSKEY}", fileMode("open-tls.key", string(tlsKeyPEM), 0o640),
 	)
 	// Sections a case leaves out are valid.
 	defaults := []struct{ key, body string }{
@@ -270,11 +328,45 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 			"github.private_key_file: open {MISSING}: no such file or directory",
 			"github.webhook_secret_file {EMPTY}: empty file",
 		}},
-		{"admin listener off loopback without a token", "admin_listen: 0.0.0.0:9090\n", []string{
-			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_token_file",
+		{"secret files open to others", "github: {app_id: 1, private_key_file: {GROUPKEY}, webhook_secret_file: {OTHERSECRET}}\n", []string{
+			"github.private_key_file: {GROUPKEY} is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 {GROUPKEY}",
+			"github.webhook_secret_file: {OTHERSECRET} is mode 0604, open to others: a secret must be its owner's alone; chmod 600 {OTHERSECRET}",
 		}},
-		{"admin token file empty", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {EMPTY}\n", []string{
+		{"admin token open to all", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OPENTOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
+			"admin_token_file: {OPENTOKEN} is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 {OPENTOKEN}",
+		}},
+		// The client key must be the owner's; the certificates need not.
+		{"lxd client key writable by its group", "lxd: {url: https://lxd.example:8443, client_cert: {CERT}, client_key: {GROUPWRITABLEKEY}, server_cert: {CERT}}\n", []string{
+			"lxd.client_key: {GROUPWRITABLEKEY} is mode 0620, open to its group: a secret must be its owner's alone; chmod 600 {GROUPWRITABLEKEY}",
+		}},
+		{"admin token readable by its owner only", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {OWNERONLYTOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\nlimits: {max_instances: 0}\n", []string{
+			"limits.max_instances must be at least 1", // and nothing about the token
+		}},
+		{"admin listener off loopback without a token or TLS", "admin_listen: 0.0.0.0:9090\n", []string{
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_token_file",
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file",
+		}},
+		{"admin listener off loopback without TLS", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {TOKEN}\n", []string{
+			"admin_listen 0.0.0.0:9090 is reachable from other hosts: set admin_tls_cert_file and admin_tls_key_file",
+		}},
+		{"admin token file empty", "admin_listen: 0.0.0.0:9090\nadmin_token_file: {EMPTY}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
 			"admin_token_file {EMPTY}: empty file",
+		}},
+		{"admin TLS on the unix socket", "admin_tls_cert_file: {CERT}\nadmin_tls_key_file: {TLSKEY}\n", []string{
+			"admin_tls_cert_file and admin_tls_key_file are only used with a TCP admin_listen",
+		}},
+		{"admin TLS key without its certificate", "admin_listen: 127.0.0.1:9443\nadmin_tls_key_file: {TLSKEY}\n", []string{
+			"admin_tls_cert_file is required with admin_tls_key_file",
+		}},
+		{"admin TLS files missing", "admin_listen: 0.0.0.0:9443\nadmin_token_file: {TOKEN}\nadmin_tls_cert_file: {MISSING}\nadmin_tls_key_file: {EMPTY}\n", []string{
+			"admin_tls_cert_file: open {MISSING}: no such file or directory",
+			"admin_tls_key_file {EMPTY}: empty file",
+		}},
+		{"admin TLS key of another certificate", "admin_listen: 127.0.0.1:9443\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {OTHERTLSKEY}\n", []string{
+			"admin_tls_cert_file and admin_tls_key_file: tls: private key does not match public key",
+		}},
+		{"admin TLS key open to its group", "admin_listen: 0.0.0.0:9443\nadmin_token_file: {TOKEN}\nadmin_tls_cert_file: {CERT}\nadmin_tls_key_file: {OPENTLSKEY}\n", []string{
+			"admin_tls_key_file: {OPENTLSKEY} is mode 0640, open to its group: a secret must be its owner's alone; chmod 600 {OPENTLSKEY}",
 		}},
 		{"admin listener not an address", "admin_listen: nonsense\nadmin_token_file: {TOKEN}\n", []string{
 			`admin_listen "nonsense": want unix:/path, host:port or off`,
@@ -327,7 +419,7 @@ func TestConfigProblemsOnceInTheFilesWords(t *testing.T) {
 			for _, bad := range []string{
 				// Go's names of the settings.
 				"APIURL", "AppID", "PrivateKey", "JITPerMinute", "WebhookSecret", "Socket", "with URL",
-				"ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "AdminListen", "AdminToken",
+				"ClientCert", "ClientKey", "ServerCert", "Project", "OpTimeout", "AdminListen", "AdminToken", "AdminTLS",
 				"Interval", "Lookback", "MaxPerRound", "MaxInstances", "RegistrationTimeout", "Timeouts",
 				// Secrets.
 				"TOPSECRET", "hunter2", "s3cr3t", "PRIVATE KEY",
@@ -376,6 +468,13 @@ func TestDatabaseSetting(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openPW := filepath.Join(dir, "db-password-open")
+	if err := os.WriteFile(openPW, []byte("hunter2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openPW, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	base := `
 github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
 limits: {max_instances: 2}
@@ -391,6 +490,8 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 		{"not PostgreSQL", "database: mysql://gha@db/gha\n", "database: want a postgres:// URL"},
 		{"a password file without a database", "database_password_file: " + pw + "\n", "database_password_file is only used with database"},
 		{"a missing password file", "database: postgres://gha@db/gha\ndatabase_password_file: /nonexistent/pw\n", "database_password_file: open /nonexistent/pw: no such file or directory"},
+		{"a password file others may read", "database: postgres://gha@db/gha\ndatabase_password_file: " + openPW + "\n",
+			"database_password_file: " + openPW + " is mode 0644, open to its group and others: a secret must be its owner's alone; chmod 600 " + openPW},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := loadConfig(writeConfig(t, base+tc.yaml))

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,6 +52,20 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
 	return ln, nil
+}
+
+// ListenTLS opens a TCP admin listener, addr "host:port", that speaks TLS
+// (1.2 at least) with cert and nothing else: Serve answers a plain HTTP
+// request on it with 400 and nothing of the API.
+func ListenTLS(addr string, cert tls.Certificate) (net.Listener, error) {
+	if strings.HasPrefix(addr, UnixPrefix) {
+		return nil, fmt.Errorf("admin listen %q: TLS is for a TCP address", addr)
+	}
+	ln, err := Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
 }
 
 // removeStaleSocket removes a socket file nobody answers on. It refuses to

@@ -2,7 +2,10 @@ package admin_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -137,6 +140,58 @@ func TestRequiresToken(t *testing.T) {
 	} {
 		if got := admin.RequiresToken(addr); got != want {
 			t.Errorf("RequiresToken(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestListenTLS(t *testing.T) {
+	certPEM, keyPEM := admintest.SelfSigned(t, "127.0.0.1")
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ListenTLS("unix:"+filepath.Join(t.TempDir(), "admin.sock"), cert); err == nil {
+		t.Error("TLS on a unix socket accepted")
+	}
+	ln, err := admin.ListenTLS("127.0.0.1:0", cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- admin.Serve(ctx, ln, newHandler(admintest.New())) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	base := ln.Addr().String() + "/api/status"
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := c.Get("https://" + base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+		t.Errorf("https: %d %+v", resp.StatusCode, resp.TLS)
+	}
+	// TLS 1.1 is refused.
+	old := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}}}
+	if resp, err := old.Get("https://" + base); err == nil {
+		resp.Body.Close()
+		t.Error("TLS 1.1 accepted")
+	}
+	// Plain HTTP gets 400, not the API.
+	resp, err = (&http.Client{Timeout: 5 * time.Second}).Get("http://" + base)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || strings.Contains(string(b), "pools") {
+			t.Errorf("plain HTTP: %d %s", resp.StatusCode, b)
 		}
 	}
 }

@@ -64,7 +64,11 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// newPageData escapes what it shows (see Printable): html/template stops
+// markup, not the bidi controls that would make a runner's or a
+// repository's name read as another.
 func newPageData(st Status, now time.Time) pageData {
+	st = st.Printable()
 	d := pageData{Ready: st.Ready, Pools: st.Pools, Now: now.UTC().Format("2006-01-02 15:04:05Z")}
 	for name, v := range st.Checks {
 		if v != CheckOK {

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -32,34 +33,74 @@ type Config struct {
 	Redeliver     redeliver.Config
 	// AdminListen is "unix:/path" or "host:port" for the admin API and
 	// status page; empty turns them off. Never the webhook's listener.
-	AdminListen     string
-	AdminToken      string        // required when AdminListen is TCP off loopback
+	AdminListen string
+	// AdminToken is required when AdminListen is TCP off loopback.
+	AdminToken string
+	// AdminTLSCert and AdminTLSKey, PEM, make a TCP admin listener serve
+	// HTTPS only. Required when AdminListen is TCP off loopback: the token
+	// and what the API answers would otherwise cross the network in clear.
+	AdminTLSCert    []byte
+	AdminTLSKey     []byte
 	ShutdownTimeout time.Duration // for requests in flight; default 10s
 }
 
-// ErrNoAdminToken is in Validate's error when the admin listener needs a
-// token and has none.
-var ErrNoAdminToken = errors.New("set admin_token_file")
+// Validate's errors for a missing setting, so that the config file's
+// reader can drop one that a failed file read already explains.
+var (
+	// ErrNoAdminToken: the admin listener needs a token and has none.
+	ErrNoAdminToken = errors.New("set admin_token_file")
+	// ErrNoAdminTLS: the admin listener needs TLS and has none.
+	ErrNoAdminTLS = errors.New("set admin_tls_cert_file and admin_tls_key_file")
+	// ErrNoAdminTLSCert and ErrNoAdminTLSKey: one of the pair is missing.
+	ErrNoAdminTLSCert = errors.New("admin_tls_cert_file is required with admin_tls_key_file")
+	ErrNoAdminTLSKey  = errors.New("admin_tls_key_file is required with admin_tls_cert_file")
+)
 
 // Validate reports, in the config file's words, what the service's own
 // settings get wrong; each package's Config checks its own part.
 func (c Config) Validate() error {
+	hasTLS := len(c.AdminTLSCert) > 0 || len(c.AdminTLSKey) > 0
+	errTLSNotTCP := errors.New("admin_tls_cert_file and admin_tls_key_file are only used with a TCP admin_listen")
 	if c.AdminListen == "" {
+		if hasTLS {
+			return errTLSNotTCP
+		}
 		return nil
 	}
 	if path, ok := strings.CutPrefix(c.AdminListen, admin.UnixPrefix); ok {
+		var errs []error
 		if path == "" {
-			return fmt.Errorf("admin_listen %q: empty socket path", c.AdminListen)
+			errs = append(errs, fmt.Errorf("admin_listen %q: empty socket path", c.AdminListen))
 		}
-		return nil
+		if hasTLS {
+			errs = append(errs, errTLSNotTCP)
+		}
+		return errors.Join(errs...)
 	}
 	if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 		return fmt.Errorf("admin_listen %q: want unix:/path, host:port or off", c.AdminListen)
 	}
-	if admin.RequiresToken(c.AdminListen) && c.AdminToken == "" {
-		return fmt.Errorf("admin_listen %s is reachable from other hosts: %w", c.AdminListen, ErrNoAdminToken)
+	var errs []error
+	switch {
+	case !hasTLS:
+	case len(c.AdminTLSCert) == 0:
+		errs = append(errs, ErrNoAdminTLSCert)
+	case len(c.AdminTLSKey) == 0:
+		errs = append(errs, ErrNoAdminTLSKey)
+	default:
+		if _, err := tls.X509KeyPair(c.AdminTLSCert, c.AdminTLSKey); err != nil {
+			errs = append(errs, fmt.Errorf("admin_tls_cert_file and admin_tls_key_file: %w", err))
+		}
 	}
-	return nil
+	if admin.RequiresToken(c.AdminListen) {
+		if c.AdminToken == "" {
+			errs = append(errs, fmt.Errorf("admin_listen %s is reachable from other hosts: %w", c.AdminListen, ErrNoAdminToken))
+		}
+		if !hasTLS {
+			errs = append(errs, fmt.Errorf("admin_listen %s is reachable from other hosts: %w", c.AdminListen, ErrNoAdminTLS))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Deps are the service's built dependencies.
@@ -114,6 +155,7 @@ type App struct {
 	leaderTasks []func(context.Context) error
 	mux         http.Handler
 	admin       http.Handler
+	adminCert   *tls.Certificate // nil: the admin listener is plain
 	log         zerolog.Logger
 }
 
@@ -201,6 +243,13 @@ func New(cfg Config, d Deps) (*App, error) {
 			am.Handle("GET /metrics", d.Metrics.Handler())
 		}
 		a.admin = am
+		if len(cfg.AdminTLSCert) > 0 {
+			cert, err := tls.X509KeyPair(cfg.AdminTLSCert, cfg.AdminTLSKey) // Validate parsed it
+			if err != nil {
+				return nil, fmt.Errorf("admin TLS: %w", err)
+			}
+			a.adminCert = &cert
+		}
 	}
 	return a, nil
 }
@@ -240,7 +289,12 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	var adminLn net.Listener
 	if a.admin != nil {
 		var err error
-		if adminLn, err = admin.Listen(a.cfg.AdminListen); err != nil {
+		if a.adminCert != nil {
+			adminLn, err = admin.ListenTLS(a.cfg.AdminListen, *a.adminCert)
+		} else {
+			adminLn, err = admin.Listen(a.cfg.AdminListen)
+		}
+		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
@@ -260,7 +314,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	})
 	if adminLn != nil {
 		g.Go(func() error {
-			a.log.Info().Str("listen", a.cfg.AdminListen).Msg("serving the admin API")
+			a.log.Info().Str("listen", a.cfg.AdminListen).Bool("tls", a.adminCert != nil).Msg("serving the admin API")
 			return admin.Serve(gctx, adminLn, a.admin)
 		})
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/app"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
@@ -414,37 +417,45 @@ func TestReplayAfterRetentionQueuesNothing(t *testing.T) {
 	}
 }
 
-func TestNewRefusesAdminOffLoopbackWithoutToken(t *testing.T) {
+func TestNewRefusesAdminOffLoopbackWithoutTokenOrTLS(t *testing.T) {
 	st, err := store.Open(context.Background(), t.TempDir(), store.Options{Synchronous: "NORMAL"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	deps := app.Deps{State: st, Instances: fleettest.NewInstances(), GitHub: fleettest.NewGitHub(), Log: zerolog.Nop()}
+	cert, key := admintest.SelfSigned(t, "admin.example.com")
 	tests := []struct {
 		listen, token string
-		refused       bool
+		tls           bool
+		refused       string // the key a refusal names
 	}{
-		{"0.0.0.0:8081", "", true},
-		{":8081", "", true},
-		{"192.0.2.7:8081", "", true},
-		{"admin.example.com:8081", "", true},
-		{"[::]:8081", "", true},
-		{"0.0.0.0:8081", "s3cret", false},
-		{"127.0.0.1:8081", "", false},
-		{"[::1]:8081", "", false},
-		{"localhost:8081", "", false},
-		{"unix:/run/autoscaler/admin.sock", "", false},
-		{"", "", false},
+		{"0.0.0.0:8081", "", true, "admin_token_file"},
+		{":8081", "", true, "admin_token_file"},
+		{"192.0.2.7:8081", "", true, "admin_token_file"},
+		{"admin.example.com:8081", "", true, "admin_token_file"},
+		{"[::]:8081", "", true, "admin_token_file"},
+		{"0.0.0.0:8081", "s3cret", false, "admin_tls_cert_file"},
+		{"admin.example.com:8081", "s3cret", false, "admin_tls_cert_file"},
+		{"0.0.0.0:8081", "s3cret", true, ""},
+		{"127.0.0.1:8081", "", false, ""},
+		{"127.0.0.1:8081", "", true, ""},
+		{"[::1]:8081", "", false, ""},
+		{"localhost:8081", "", false, ""},
+		{"unix:/run/autoscaler/admin.sock", "", false, ""},
+		{"", "", false, ""},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s token=%q", tt.listen, tt.token), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s token=%q tls=%v", tt.listen, tt.token, tt.tls), func(t *testing.T) {
 			cfg := testConfig()
 			cfg.AdminListen, cfg.AdminToken = tt.listen, tt.token
+			if tt.tls {
+				cfg.AdminTLSCert, cfg.AdminTLSKey = cert, key
+			}
 			a, err := app.New(cfg, deps)
-			if tt.refused {
-				if err == nil || !strings.Contains(err.Error(), "admin_token_file") {
-					t.Fatalf("New: %v, want a refusal that names admin_token_file", err)
+			if tt.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.refused) {
+					t.Fatalf("New: %v, want a refusal that names %s", err, tt.refused)
 				}
 				if cfg.Validate() == nil {
 					t.Fatal("Validate accepts what New refuses")
@@ -458,5 +469,64 @@ func TestNewRefusesAdminOffLoopbackWithoutToken(t *testing.T) {
 				t.Fatalf("admin handler present = %v with admin_listen %q", a.AdminHandler() != nil, tt.listen)
 			}
 		})
+	}
+}
+
+// With a certificate, Run serves the admin listener over TLS only: the
+// API with the token, /readyz without (probes), plain HTTP not at all.
+func TestAdminListenerServesTLS(t *testing.T) {
+	cert, key := admintest.SelfSigned(t, "127.0.0.1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // Run listens on it again; nothing else takes it meanwhile here
+	e := newEnv(t, func(c *app.Config, _ *app.Deps) {
+		c.AdminListen, c.AdminToken, c.AdminTLSCert, c.AdminTLSKey = addr, "s3cret", cert, key
+	})
+	e.run()
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	get := func(c *http.Client, url, token string) (int, error) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		if resp.TLS == nil && strings.HasPrefix(url, "https:") {
+			t.Errorf("%s: answered without TLS", url)
+		}
+		return resp.StatusCode, nil
+	}
+	var code int
+	for i := 0; i < 50; i++ { // until Run listens
+		if code, err = get(client, "https://"+addr+"/api/status", "s3cret"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("https with the token: %d %v", code, err)
+	}
+	if code, err := get(client, "https://"+addr+"/api/status", ""); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("https without the token: %d %v", code, err)
+	}
+	if code, err := get(client, "https://"+addr+"/readyz", ""); err != nil || (code != http.StatusOK && code != http.StatusServiceUnavailable) {
+		t.Errorf("/readyz without the token: %d %v", code, err)
+	}
+	// Plain HTTP: Go's server answers 400 and nothing of the API.
+	if code, err := get(&http.Client{Timeout: 5 * time.Second}, "http://"+addr+"/readyz", ""); err == nil && code != http.StatusBadRequest {
+		t.Errorf("plain HTTP: %d", code)
+	}
+	// A client that does not trust the certificate gets no further.
+	if _, err := get(&http.Client{Timeout: 5 * time.Second}, "https://"+addr+"/readyz", ""); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("untrusted: %v", err)
 	}
 }

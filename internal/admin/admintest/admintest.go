@@ -163,3 +163,33 @@ func (b *Backend) hasPool(name string) bool {
 	}
 	return false
 }
+
+// Evil is text a workflow may choose for a label, a repository or a
+// runner's name: a terminal title change (OSC), a screen clear (CSI), a
+// newline, a tab, a C1 CSI, a right-to-left override, an isolate, a
+// zero-width space and an invalid byte.
+const Evil = "\x1b]0;owned\x07\x1b[2J\n\t\u009b31m\u202e\u2066\u200b\xff"
+
+// Hostile returns a Backend whose every string ends in Evil: a pool, a job
+// (its pool, repository, state, reason, runner, conclusion and labels)
+// with its timeline, a failing check, and a leader. Pool and check names
+// come from the config and the code, not from workflows; they carry it
+// too, so that a test sees every string printed.
+func Hostile() *Backend {
+	e := func(s string) string { return s + Evil }
+	job := admin.Job{ID: 7, Pool: e("pool"), Repo: e("acme/"), State: e("in_progress"), Reason: e("why"),
+		Runner: e("runner"), Conclusion: e("success"), Labels: []string{e("self-hosted"), e("linux")},
+		QueuedAt: T0, Wait: time.Second}
+	return &Backend{
+		Data: admin.Status{
+			Pools:  []admin.PoolStatus{{Name: e("pool"), Queued: 1}},
+			Jobs:   []admin.Job{job},
+			Checks: map[string]string{e("lxd"): e("down"), "store": admin.CheckOK},
+			Leader: &admin.Leader{Replica: e("replica"), Leader: e("leader"), Since: T0},
+		},
+		Details: map[int64]admin.JobDetail{7: {Job: job, Events: []admin.Event{
+			{At: T0, Kind: e("queued"), Detail: e("labels")},
+			{At: T0.Add(time.Second), Kind: e("launched"), Detail: e("runner")},
+		}}},
+	}
+}
