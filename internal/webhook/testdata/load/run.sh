@@ -22,6 +22,9 @@
 #   TARGET_RPS=5000 TARGET_P99_MS=10      the target the verdict line checks
 #   REQUIRE_TARGET=1    exit 3 when the service misses the target
 #   KEEP_TMP=1          keep the temp dir (binaries, config, DB, logs)
+#   STATE=sqlite        the service's state: sqlite (state_dir), or postgres
+#                       (a throwaway PostgreSQL cluster on loopback, started
+#                       here with initdb and pg_ctl, default fsync settings)
 #
 # Exit status: 0 when both runs worked and the service recorded what it
 # accepted (whether or not the target was met, unless REQUIRE_TARGET=1);
@@ -36,6 +39,8 @@ WRK_THREADS=${WRK_THREADS:-1}
 LXD_SOCKET=${LXD_SOCKET:-/var/lib/lxd/unix.socket}
 TARGET_RPS=${TARGET_RPS:-5000}
 TARGET_P99_MS=${TARGET_P99_MS:-10}
+STATE=${STATE:-sqlite}
+[[ $STATE == sqlite || $STATE == postgres ]] || { echo "run.sh: STATE must be sqlite or postgres" >&2; exit 1; }
 
 say() { printf '== %s\n' "$*"; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
@@ -57,7 +62,11 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/webhook-load.XXXXXX")
 PIDS=()
+PG_STOP=()
 cleanup() {
+	if [[ ${#PG_STOP[@]} -gt 0 ]]; then
+		"${PG_STOP[@]}" >/dev/null 2>&1 || true
+	fi
 	local pid
 	for pid in "${PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
@@ -184,11 +193,33 @@ SIGNATURE="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r "$PAYLOAD" | cut -d'
 if ! grep -q 'in.Labels.Owner != s.cfg.NamePrefix' "$REPO/internal/scheduler/reconcile.go"; then
 	die "internal/scheduler/reconcile.go does not limit reconcile to this deployment's instances (user.runner.owner): refusing to start the service against the shared LXD"
 fi
+DATABASE_LINE=""
+if [[ $STATE == postgres ]]; then
+	initdb=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -n 1) || true
+	[[ -n $initdb ]] || die "STATE=postgres needs PostgreSQL's server binaries (bash .ci/setup-postgres.sh)"
+	PGBIN=$(dirname "$(readlink -f "$initdb")")
+	AS=()
+	mkdir -p "$TMP/pg"
+	if [[ $(id -u) == 0 ]]; then # PostgreSQL refuses to run as root
+		AS=(runuser -u postgres --)
+		chmod 711 "$TMP"
+		chown postgres: "$TMP/pg"
+	fi
+	(cd / && "${AS[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null) || die "initdb failed"
+	PG_PORT=$(free_port)
+	printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = ''\n" "$PG_PORT" >>"$TMP/pg/data/postgresql.conf"
+	(cd / && "${AS[@]}" "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/server.log" -w start >/dev/null) || die "pg_ctl start failed"
+	PG_STOP=(bash -c "cd / && ${AS[*]} $PGBIN/pg_ctl -D $TMP/pg/data -m immediate -w stop")
+	DATABASE="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+	DATABASE_LINE="database: $DATABASE"
+	say "state: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $NF}') on 127.0.0.1:$PG_PORT (default fsync settings)"
+fi
 RUNNER_PREFIX="bench$(openssl rand -hex 4)-"
 SVC_PORT=$(free_port)
 cat >"$TMP/config.yaml" <<EOF
 listen: 127.0.0.1:$SVC_PORT
 state_dir: $TMP/state
+$DATABASE_LINE
 runner_prefix: $RUNNER_PREFIX
 github: {api_url: "http://127.0.0.1:9/", app_id: 1, private_key_file: $TMP/app-key.pem, webhook_secret_file: $TMP/webhook-secret}
 lxd: {socket: $LXD_SOCKET}
@@ -225,9 +256,16 @@ if [[ $log_lines -gt 0 ]]; then
 	head -n 10 "$TMP/service.log"
 fi
 db_rows=""
-if command -v sqlite3 >/dev/null; then
-	read -r db_rows db_distinct db_applied db_jobs < <(sqlite3 -separator ' ' "$TMP/state/state.db" \
-		"SELECT count(*), count(DISTINCT delivery_id), coalesce(sum(applied), 0), (SELECT count(*) FROM jobs) FROM deliveries")
+count_sql="SELECT count(*), count(DISTINCT delivery_id), coalesce(sum(applied), 0), (SELECT count(*) FROM jobs) FROM deliveries"
+if [[ $STATE == postgres ]]; then
+	read -r db_rows db_distinct db_applied db_jobs < <(psql "$DATABASE" -At -F ' ' -c "$count_sql")
+	say "state DB: $db_rows deliveries ($db_distinct distinct ids, $db_applied applied by the scheduler), $db_jobs jobs; wrk completed $svc_requests requests"
+	if ((db_rows < svc_requests || db_rows > svc_requests + CONNECTIONS || db_distinct != db_rows)); then
+		echo "FAIL: the state DB does not hold one row per accepted delivery" >&2
+		failed=1
+	fi
+elif command -v sqlite3 >/dev/null; then
+	read -r db_rows db_distinct db_applied db_jobs < <(sqlite3 -separator ' ' "$TMP/state/state.db" "$count_sql")
 	say "state DB: $db_rows deliveries ($db_distinct distinct ids, $db_applied applied by the scheduler), $db_jobs jobs; wrk completed $svc_requests requests"
 	# Every 202 was answered after its commit, so the rows cover every
 	# completed request; requests cut off in flight at the end of the run
@@ -274,13 +312,13 @@ ratio=$(awk -v a="$svc_rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.3f", 
 met=$(awk -v r="$svc_rps" -v p="$svc_p99" -v tr="$TARGET_RPS" -v tp="$TARGET_P99_MS" \
 	'BEGIN { print (r >= tr && p <= tp) ? "met" : "MISSED" }')
 
-say "summary ($(nproc) cores, load average now $(cut -d' ' -f1-3 /proc/loadavg); wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION; payload $(wc -c <"$PAYLOAD") bytes)"
+say "summary, state $STATE ($(nproc) cores, load average now $(cut -d' ' -f1-3 /proc/loadavg); wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION; payload $(wc -c <"$PAYLOAD") bytes)"
 printf '%-8s %12s %10s %10s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request"
 printf '%-8s %12s %10s %10s %16s\n' service "$svc_rps" "$svc_p50" "$svc_p99" "$svc_cpu_us"
 printf '%-8s %12s %10s %10s %16s\n' bare "$bare_rps" "$bare_p50" "$bare_p99" "$bare_cpu_us"
 echo "service/bare req/s ratio: $ratio"
 echo "target (>= $TARGET_RPS req/s and p99 <= $TARGET_P99_MS ms, durable): $met"
-echo "RESULT service_rps=$svc_rps service_p50_ms=$svc_p50 service_p99_ms=$svc_p99 bare_rps=$bare_rps bare_p50_ms=$bare_p50 bare_p99_ms=$bare_p99 service_cpu_us=$svc_cpu_us bare_cpu_us=$bare_cpu_us ratio=$ratio db_rows=${db_rows:-skipped} target=$met"
+echo "RESULT state=$STATE service_rps=$svc_rps service_p50_ms=$svc_p50 service_p99_ms=$svc_p99 bare_rps=$bare_rps bare_p50_ms=$bare_p50 bare_p99_ms=$bare_p99 service_cpu_us=$svc_cpu_us bare_cpu_us=$bare_cpu_us ratio=$ratio db_rows=${db_rows:-skipped} target=$met"
 
 if ((failed)); then
 	exit 1
