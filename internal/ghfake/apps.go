@@ -140,6 +140,7 @@ func (s *Server) WebhookURL() string {
 func (s *Server) webRoutes(mux *http.ServeMux) {
 	s.route(mux, "POST /app-manifests/{code}/conversions", authAPINone, s.handleConversion)
 	s.route(mux, "GET /app", authApp, s.handleGetApp)
+	s.route(mux, "GET /app/hook/config", authApp, s.handleHookConfig)
 	for pattern, h := range map[string]http.HandlerFunc{
 		"POST /organizations/{org}/settings/apps/new":         s.handleManifestPost,
 		"POST /organizations/{org}/settings/apps/new/confirm": s.handleManifestConfirm,
@@ -339,6 +340,15 @@ func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) {
 	out := s.apiAppLocked(requestApp(r))
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, out)
+}
+
+// handleHookConfig answers GET /app/hook/config: where the App's webhooks
+// go (the stand-in has one URL, the current App's).
+func (s *Server) handleHookConfig(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	u := s.webhookURL
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]string{"content_type": "json", "insecure_ssl": "0", "url": u})
 }
 
 func (s *Server) appBySlugLocked(slug string) *fakeApp {
