@@ -26,7 +26,7 @@ commands:
                            --check-github also reads the pools' runner groups at
                            GitHub, with the config's App credentials; --live
                            checks everything, as doctor does
-` + doctorUsage + `  version                  print the version
+` + doctorUsage + setupUsage + `  version                  print the version
 ` + adminUsage + imageUsage
 
 var version = "dev"
@@ -121,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printWarnings(stderr, warnings)
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
+	case "setup":
+		return setupCommand(ctx, args, stdout, stderr)
 	case "image":
 		return imageCommand(ctx, args, stdout, stderr)
 	case "version":
