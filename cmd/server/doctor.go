@@ -458,8 +458,8 @@ func (d *doctor) checkService(ctx context.Context) (*adminClient, *admin.Webhook
 	if w := st.LastWebhook; w != nil {
 		d.ok("last webhook", "received at %s (%s)", adminStamp(w.At), w.Event)
 	} else {
-		d.warn("last webhook", "none received yet. GitHub's ping when the App was made may have come before the service was up: "+
-			"redeliver it (the App's settings: Advanced, Recent Deliveries), or send one through the proxy with --webhook-url URL")
+		d.warn("last webhook", "none received yet. The service has GitHub redeliver the ping it sent when the App was made "+
+			"(within redeliver_interval of its start, if the App is less than 6 hours old); or send one through the proxy with --webhook-url URL")
 	}
 	return c, st.LastWebhook
 }

@@ -263,6 +263,20 @@ func TestDeploymentsWalk(t *testing.T) {
 		}
 	}
 
+	// GitHub pinged the App's webhook URL when setup made it, before the
+	// service could run: the service has it redelivered at its start, and
+	// it is the first webhook the service records.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, err := command(find("status")).CombinedOutput()
+		if err == nil && regexp.MustCompile(`(?m)^last webhook received at .* \(ping\)$`).Match(out) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the App's first ping was not recorded: %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// Step 4: doctor, with the ping through the proxy.
 	out, err := command(find("doctor")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "doctor: all checks passed") ||
