@@ -206,44 +206,112 @@ validate_example() {
 }
 check "validate: deployments/config.example.yaml (secrets in temp files); a secret its group may read is refused" validate_example
 
-# readme_secrets: the commands of deployments/README.md's step 4, run as
-# written but under $tmp and with nobody:nogroup as the service's user,
-# make a config and secrets that validate accepts when run as that user.
-readme_secrets() {
-	local root="$tmp/readme-etc" block
-	block="$("$py" - deployments/README.md <<'EOF'
+# readme_block MARKER: the one sh block of deployments/README.md that
+# holds MARKER, as written.
+readme_block() {
+	"$py" - deployments/README.md "$1" <<'EOF'
 import sys
-s = open(sys.argv[1]).read()
-sec = s.split("## 4. Config and secrets", 1)[1].split("\n## ", 1)[0]
-blocks = [b.split("```", 1)[0] for b in sec.split("```sh\n")[1:]]
-found = [b for b in blocks if "umask" in b and "app.pem" in b]
+s, marker = open(sys.argv[1]).read(), sys.argv[2]
+blocks = [b.split("```", 1)[0] for b in s.split("```sh\n")[1:]]
+found = [b for b in blocks if marker in b]
 if len(found) != 1:
-    sys.exit("deployments/README.md step 4: want one sh block that writes app.pem under a umask")
-print(found[0])
+    sys.exit(f"deployments/README.md: want one sh block with {marker!r}, found {len(found)}")
+print(found[0], end="")
 EOF
-)"
-	printf '%s\n' "$block" >"$tmp/readme-step4.sh"
-	replace "$tmp/readme-step4.sh" "/etc/lxd-gha-autoscaler" "$root"
-	replace "$tmp/readme-step4.sh" "-o root -g lxd-gha-autoscaler" "-o root -g nogroup"
-	replace "$tmp/readme-step4.sh" "chown lxd-gha-autoscaler:" "chown nobody:"
-	replace "$tmp/readme-step4.sh" "/tmp/app.json" "$tmp/app.json"
-	if sed "s#$root##g" "$tmp/readme-step4.sh" | grep -n "lxd-gha-autoscaler"; then
-		echo "names left to replace"
-		return 1
-	fi
-	# What GitHub's manifest conversion answers, with a throwaway key.
-	"$py" - "$tmp/app.json" <<'EOF'
-import json, subprocess, sys
-pem = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True, text=True).stdout
-json.dump({"id": 4242, "pem": pem, "webhook_secret": "0123456789abcdef0123456789abcdef"}, open(sys.argv[1], "w"))
-EOF
-	bash -euo pipefail "$tmp/readme-step4.sh" >/dev/null
-	replace "$root/config.yaml" /etc/lxd-gha-autoscaler/app.pem "$root/app.pem"
-	replace "$root/config.yaml" /etc/lxd-gha-autoscaler/webhook-secret "$root/webhook-secret"
-	stat -c '%a %U:%G %n' "$root" "$root"/*
-	setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin" validate --config "$root/config.yaml"
 }
-check "readme: deployments/README.md step 4 makes secrets that validate accepts as the service's user" readme_secrets
+
+# readme_install: deployments/README.md's commands that install the binary,
+# the service's user and its unit (step 1), and the runner image's build
+# step (step 3), run as written but under a throwaway root, with nobody's
+# group for the service's, and the host's own service manager left alone.
+readme_install() {
+	local root="$tmp/readme-root"
+	mkdir -p "$root/build" "$root/usr/local/bin" "$root/etc/sysusers.d" "$root/etc/systemd/system" "$root/etc/lxd-gha-autoscaler"
+	readme_block "systemd-sysusers" >"$tmp/readme-step1.sh"
+	replace "$tmp/readme-step1.sh" "-o lxd-gha-autoscaler ./cmd/server" "-o $root/build/lxd-gha-autoscaler ./cmd/server"
+	replace "$tmp/readme-step1.sh" "install -m 0755 lxd-gha-autoscaler /usr/local/bin/" "install -m 0755 $root/build/lxd-gha-autoscaler $root/usr/local/bin/"
+	replace "$tmp/readme-step1.sh" " /etc/sysusers.d/" " $root/etc/sysusers.d/"
+	replace "$tmp/readme-step1.sh" $'\nsystemd-sysusers\n' $'\nsystemd-sysusers --root='"$root"$'\n'
+	replace "$tmp/readme-step1.sh" " /etc/systemd/system/" " $root/etc/systemd/system/"
+	replace "$tmp/readme-step1.sh" $'\nsystemctl daemon-reload\n' $'\n'
+	bash -euo pipefail "$tmp/readme-step1.sh"
+	"$root/usr/local/bin/lxd-gha-autoscaler" version >/dev/null
+	grep -q '^lxd-gha-autoscaler:x:.*:/var/lib/lxd-gha-autoscaler:' "$root/etc/passwd" ||
+		{ echo "no user lxd-gha-autoscaler in $root/etc/passwd"; return 1; }
+	cmp "$unit" "$root/etc/systemd/system/lxd-gha-autoscaler.service"
+
+	readme_block "steps/base.sh" >"$tmp/readme-step3.sh"
+	# Only the lines that make the step: the image copy needs the network,
+	# and the build is TestImageBuildCommand's (cmd/server).
+	"$py" - "$tmp/readme-step3.sh" <<'EOF'
+import sys
+p = sys.argv[1]
+lines = open(p).read().split("\n")
+keep = [l for l in lines if not l.startswith(("lxc image copy ", "lxd-gha-autoscaler image build "))]
+if len(lines) - len(keep) != 2:
+    sys.exit("step 3's image block: want one lxc image copy and one image build line")
+open(p, "w").write("\n".join(keep))
+EOF
+	replace "$tmp/readme-step3.sh" "-o root -g lxd-gha-autoscaler /etc/lxd-gha-autoscaler/steps" "-o root -g nogroup $root/etc/lxd-gha-autoscaler/steps"
+	replace "$tmp/readme-step3.sh" "cat > /etc/lxd-gha-autoscaler/steps/base.sh" "cat > $root/etc/lxd-gha-autoscaler/steps/base.sh"
+	bash -euo pipefail "$tmp/readme-step3.sh"
+	bash -n "$root/etc/lxd-gha-autoscaler/steps/base.sh"
+	grep -q installdependencies.sh "$root/etc/lxd-gha-autoscaler/steps/base.sh"
+	echo "NOTE: $(stat -c '%a %U:%G' "$root/etc/lxd-gha-autoscaler/steps") steps/"
+}
+check "readme: deployments/README.md's install commands (step 1) and runner image step (step 3), under a temp root" readme_install
+
+# readme_commands: every command of deployments/README.md's sh blocks is run
+# here, or by a named test, or is one of the few that change the host's
+# packages, services or network, which nothing runs: a command added to
+# the README without one of these fails the check.
+readme_commands() {
+	"$py" - deployments/README.md <<'EOF'
+import re, sys
+s = open(sys.argv[1]).read()
+here = [  # run by this script, with names or paths replaced
+    r"CGO_ENABLED=0 go build ", r"install -m 0755 lxd-gha-autoscaler ", r"install -m 0644 deployments/systemd/",
+    r"systemd-sysusers$", r"install -d -m 0750 -o root -g lxd-gha-autoscaler /etc/lxd-gha-autoscaler/steps$",
+    r"cat > /etc/lxd-gha-autoscaler/steps/base.sh ", r"lxc network acl (create|edit) gha-runners",
+    r"lxc profile (create|edit) hardened-container", r"caddy validate --config /etc/caddy/Caddyfile ", r"nginx -t$",
+]
+tests = [  # run by a Go test, as written (names replaced)
+    r"lxd-gha-autoscaler (setup|doctor|status|jobs|job)( |$)",  # TestDeploymentsWalk (internal/e2e)
+    r"lxd-gha-autoscaler image build ",                         # TestImageBuildCommand (cmd/server)
+]
+host = [  # change the host's packages, services or network: not run
+    r"apt-get install ", r"snap install ", r"lxd init$", r"systemctl ", r"lxc network (create|set) ",
+    r"lxc image copy images:", r"install -m 0644 deployments/proxy/", r"ln -s ", r"docker ",
+    r"install -d -m 0750 -o 65532 ",
+]
+blocks = [b.split("```", 1)[0] for b in s.split("```sh\n")[1:]]
+here_n, tests_n, unrun, errs = 0, 0, [], []
+for b in blocks:
+    heredoc = None
+    for line in b.replace("\\\n", " ").split("\n"):
+        if heredoc:
+            if line == heredoc:
+                heredoc = None
+            continue
+        m = re.search(r"<<'?(\w+)'?", line)
+        if m:
+            heredoc = m.group(1)
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        for cmd in filter(None, line.split(" && ")):
+            if any(re.match(p, cmd) for p in here):
+                here_n += 1
+            elif any(re.match(p, cmd) for p in tests):
+                tests_n += 1
+            elif any(re.match(p, cmd) for p in host):
+                unrun.append(" ".join(cmd.split(" ")[:2]))
+            else:
+                errs.append(cmd)
+if errs:
+    sys.exit("commands of deployments/README.md that nothing runs and that are not the host's packages or services:\n  " + "\n  ".join(errs))
+print(f"NOTE: {here_n} run here, {tests_n} by tests, {len(unrun)} not run: {', '.join(sorted(set(unrun)))}")
+EOF
+}
+check "readme: every command of deployments/README.md is run here or by a test, but the host's packages and services" readme_commands
 
 # --- systemd ---------------------------------------------------------------
 

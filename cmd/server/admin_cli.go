@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 
@@ -22,9 +23,13 @@ const adminUsage = `  status                   pools, readiness and the last job
   drain POOL               stop launching runners for a pool
   undrain POOL             launch for the pool again
   instance delete NAME     delete one of our instances
-                           each takes --admin ADDR (unix:/path, host:port or
-                           https://host:port; default ` + admin.DefaultListen + `),
-                           --token-file FILE, --ca-file FILE and --json
+                           each takes --config FILE (default
+                           $` + ConfigEnv + `): the service's config,
+                           for its admin listener, token and certificate; or
+                           --admin ADDR (unix:/path, host:port or
+                           https://host:port; default
+                           ` + admin.DefaultListen + `),
+                           --token-file FILE and --ca-file FILE; and --json
 `
 
 // adminCommand runs the commands that talk to the admin API of a running
@@ -50,6 +55,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 	addr := fs.String("admin", admin.DefaultListen, "admin API address: unix:/path, host:port or https://host:port")
 	tokenFile := fs.String("token-file", "", "file holding the admin token (mode 0600)")
 	caFile := fs.String("ca-file", "", "PEM certificates to trust for an https admin address (its own certificate will do); makes host:port https")
+	configFile := fs.String("config", "", "the service's config file: the admin listener, token and certificate are taken from it (default $"+ConfigEnv+")")
 	asJSON := fs.Bool("json", false, "print the API's JSON as is")
 	var pool, state string
 	var limit int
@@ -59,7 +65,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 		fs.IntVar(&limit, "limit", 0, "at most this many jobs (the service's default: 50)")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: lxd-gha-autoscaler %s [--admin ADDR] [--token-file FILE] [--ca-file FILE] [--json]\n", synopsis)
+		fmt.Fprintf(stderr, "usage: lxd-gha-autoscaler %s [--config FILE | --admin ADDR [--token-file FILE] [--ca-file FILE]] [--json]\n", synopsis)
 		fs.PrintDefaults()
 	}
 	pos, err := adminParseFlags(fs, args)
@@ -109,7 +115,11 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 		method, path = http.MethodDelete, "/api/instances/"+url.PathEscape(pos[1])
 	}
 
-	c, err := newAdminClient(*addr, *tokenFile, *caFile)
+	target, err := resolveAdminTarget(fs, adminTarget{*addr, *tokenFile, *caFile}, *configFile, os.Getenv)
+	if err != nil {
+		return true, err
+	}
+	c, err := newAdminClient(target.addr, target.tokenFile, target.caFile)
 	if err != nil {
 		return true, err
 	}

@@ -91,6 +91,7 @@ func TestAdminStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := `ready
+last webhook received at 2025-03-14 09:29:54Z (workflow_job)
 
 POOL   QUEUED  LAUNCHING  IDLE  BUSY  MAX     DRAINING
 linux  0       1          2     1     10
@@ -118,7 +119,8 @@ func TestAdminStatusNotReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out, "not ready:\n  github: 401 Bad credentials\n  lxd: connection refused\n\n") {
+	if !strings.HasPrefix(out, "not ready:\n  github: 401 Bad credentials\n  lxd: connection refused\n"+
+		"no webhook received yet: check the App's webhook URL, the proxy and the webhook secret (lxd-gha-autoscaler doctor --webhook-url URL)\n\n") {
 		t.Errorf("output:\n%s", out)
 	}
 	wantLines(t, out, "(no pools)", "no jobs yet")
@@ -353,8 +355,8 @@ func TestAdminHostileText(t *testing.T) {
 		lines int      // lines of output
 		want  []string // among them
 	}{
-		{[]string{"status"}, 10, []string{
-			"not ready:", "  lxd" + esc + ": down" + esc,
+		{[]string{"status"}, 11, []string{
+			"not ready:", "  lxd" + esc + ": down" + esc, "last webhook received at 2025-03-14 09:26:53Z (ping" + esc + ")",
 			"replica replica" + esc + " follows; leader" + esc + " leads, since 2025-03-14 09:26:53Z",
 			"pool" + esc + "  1", "7    pool" + esc + "  in_progress" + esc + " (success" + esc + ")  1.0s",
 		}},

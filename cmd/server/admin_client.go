@@ -25,6 +25,8 @@ type adminClient struct {
 	base  string
 	token string
 	http  *http.Client
+	// unanswered is said when the API does not answer at all.
+	unanswered string
 }
 
 // newAdminClient makes a client for the admin API at addr: "unix:/path",
@@ -34,7 +36,8 @@ type adminClient struct {
 // do), and makes a bare host:port https. A token is never sent in clear
 // to a host other than loopback.
 func newAdminClient(addr, tokenFile, caFile string) (*adminClient, error) {
-	c := &adminClient{addr: addr, http: &http.Client{Timeout: 30 * time.Second}}
+	c := &adminClient{addr: addr, http: &http.Client{Timeout: 30 * time.Second},
+		unanswered: "is the service running? see --admin"}
 	if tokenFile != "" {
 		b, err := readSecret(tokenFile)
 		if err != nil {
@@ -117,7 +120,10 @@ func (c *adminClient) call(ctx context.Context, method, path string) ([]byte, er
 		if ue := (*url.Error)(nil); errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("admin API at %s (is the service running? see --admin): %w", c.addr, err)
+		if c.unanswered != "" {
+			return nil, fmt.Errorf("admin API at %s (%s): %w", c.addr, c.unanswered, err)
+		}
+		return nil, fmt.Errorf("admin API at %s: %w", c.addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

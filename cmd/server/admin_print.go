@@ -88,6 +88,11 @@ func adminPrintStatus(w io.Writer, st admin.Status) error {
 			}
 		}
 	}
+	if w := st.LastWebhook; w != nil {
+		fmt.Fprintf(ew, "last webhook received at %s (%s)\n", adminStamp(w.At), w.Event)
+	} else {
+		fmt.Fprintln(ew, "no webhook received yet: check the App's webhook URL, the proxy and the webhook secret (lxd-gha-autoscaler doctor --webhook-url URL)")
+	}
 	if l := st.Leader; l != nil {
 		switch {
 		case l.Leading:

@@ -107,6 +107,9 @@ type config struct {
 	Rebuilds []image.Rebuild // images with rebuild_every
 	// Warnings are what is valid but likely not meant, one line each.
 	Warnings []string
+	// SecretFiles are the keys of the secret files read, in the file's
+	// words (github.private_key_file, ...).
+	SecretFiles []string
 }
 
 const (
@@ -121,6 +124,14 @@ const (
 // a secret. Each package's Validate checks its own part; this checks only
 // what no package owns (the listeners, the webhook secret, the images).
 func loadConfig(path string) (*config, error) {
+	return loadConfigLoose(path, nil)
+}
+
+// loadConfigLoose is loadConfig, except that a secret file its group or
+// others may read is not a problem of the config: it is added to loose,
+// and its content read all the same. doctor tells it apart so, and goes
+// on with the other checks.
+func loadConfigLoose(path string, loose *[]error) (*config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -132,7 +143,7 @@ func loadConfig(path string) (*config, error) {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
 
-	var p problems
+	p := problems{loose: loose}
 	c := &config{Listen: fc.Listen, StateDir: fc.StateDir}
 	if c.Listen == "" {
 		c.Listen = defaultListen
@@ -227,6 +238,7 @@ func loadConfig(path string) (*config, error) {
 		return nil, err
 	}
 	c.Warnings = c.App.Scheduler.Warnings()
+	c.SecretFiles = p.secrets
 	return c, nil
 }
 
@@ -253,6 +265,11 @@ type problems struct {
 	// already reported as unreadable or empty: "is required" would say it
 	// again, and wrongly.
 	explained []error
+	// secrets are the keys of the secret files read.
+	secrets []string
+	// loose, when set, takes the secret files that others may read (see
+	// loadConfigLoose) instead of list.
+	loose *[]error
 }
 
 func (p *problems) add(format string, args ...any) {
@@ -290,7 +307,17 @@ func (p *problems) readFile(key, path string, required ...error) []byte {
 // readSecret is readFile for a file that holds a secret: one that its
 // group or others may read or write is a problem too (see readSecret).
 func (p *problems) readSecret(key, path string, required ...error) []byte {
-	return p.read(key, path, required, readSecret)
+	if path != "" {
+		p.secrets = append(p.secrets, key)
+	}
+	return p.read(key, path, required, func(path string) ([]byte, error) {
+		b, err := readSecret(path)
+		if _, ok := errors.AsType[*looseModeError](err); ok && p.loose != nil {
+			*p.loose = append(*p.loose, fmt.Errorf("%s: %w", key, err))
+			return os.ReadFile(path)
+		}
+		return b, err
+	})
 }
 
 func (p *problems) read(key, path string, required []error, read func(string) ([]byte, error)) []byte {

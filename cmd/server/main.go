@@ -21,11 +21,12 @@ const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
 
 commands:
   serve    --config FILE   run the service
-  validate --config FILE [--check-github]
+  validate --config FILE [--check-github | --live [--webhook-url URL]]
                            check a config; exits non-zero listing every problem.
                            --check-github also reads the pools' runner groups at
-                           GitHub, with the config's App credentials
-  version                  print the version
+                           GitHub, with the config's App credentials; --live
+                           checks everything, as doctor does
+` + doctorUsage + setupUsage + `  version                  print the version
 ` + adminUsage + imageUsage
 
 var version = "dev"
@@ -76,21 +77,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("invalid config:\n%w", err)
 		}
 		return serve(ctx, cfg, log)
-	case "validate":
-		path := fs.String("config", "", "config file")
-		withGitHub := fs.Bool("check-github", false, "also check the pools' runner groups at GitHub, with the config's App credentials")
+	case "validate", "doctor":
+		path := fs.String("config", os.Getenv(ConfigEnv), "config file (default $"+ConfigEnv+")")
+		withGitHub, live := false, cmd == "doctor"
+		if cmd == "validate" {
+			fs.BoolVar(&withGitHub, "check-github", false, "also check the pools' runner groups at GitHub, with the config's App credentials")
+			fs.BoolVar(&live, "live", false, "check the whole setup, as doctor does")
+		}
+		webhookURL := fs.String("webhook-url", "", "with --live (doctor): send a ping signed with the config's webhook secret to this URL, through the proxy")
+		timeout := fs.Duration("timeout", doctorTimeout, "with --live (doctor): bound each check that asks LXD, GitHub or the service")
 		if err := fs.Parse(args); err != nil {
 			return usageError{err.Error()}
 		}
+		if fs.NArg() > 0 {
+			return usageError{cmd + ": unexpected " + fs.Arg(0)}
+		}
 		if *path == "" {
-			return errors.New("validate: --config FILE is required")
+			return fmt.Errorf("%s: --config FILE is required", cmd)
+		}
+		if live { // it checks the runner groups too
+			return runDoctor(ctx, *path, *webhookURL, *timeout, stdout)
+		}
+		if *webhookURL != "" {
+			return usageError{"validate: --webhook-url goes with --live"}
 		}
 		cfg, err := loadConfig(*path)
 		if err != nil {
 			return fmt.Errorf("%s is not valid:\n%w", *path, err)
 		}
 		warnings := cfg.Warnings
-		if *withGitHub {
+		if withGitHub {
 			gh, err := ghapp.New(cfg.GitHub, zerolog.Nop())
 			if err != nil {
 				return err
@@ -105,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printWarnings(stderr, warnings)
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
+	case "setup":
+		return setupCommand(ctx, args, stdout, stderr)
 	case "image":
 		return imageCommand(ctx, args, stdout, stderr)
 	case "version":

@@ -45,6 +45,16 @@ type Status struct {
 	Checks map[string]string `json:"checks"`
 	// Leader is set when several replicas share the state.
 	Leader *Leader `json:"leader,omitempty"`
+	// LastWebhook is the latest webhook that arrived with a valid
+	// signature (a ping counts), at any replica; nil before the first.
+	// A workflow_job is recorded at most every 10 s.
+	LastWebhook *Webhook `json:"last_webhook,omitempty"`
+}
+
+// Webhook is a webhook the service took: its event and when.
+type Webhook struct {
+	Event string    `json:"event"`
+	At    time.Time `json:"at"`
 }
 
 // Leader says which replica leads (decides and acts) and since when.

@@ -339,6 +339,7 @@ func TestPage(t *testing.T) {
 		// 1002: still running, no run time yet.
 		`<span class="run" style="width:0.0%" title="run 0.0s">`,
 		"completed (success)", "no pool matches the job&#39;s labels", "gha-linux-4aeb8f23", "acme/api",
+		`<p id="webhook" class="muted" title="2025-03-14T09:29:54Z">last webhook received `, `(<span class="event">workflow_job</span>)</p>`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("page lacks %s", want)
@@ -367,6 +368,7 @@ func TestPageNotReadyAndEscaping(t *testing.T) {
 		`<div id="ready" class="fail">not ready:`,
 		"<li>github: &lt;b&gt;401&lt;/b&gt;</li><li>lxd: dial unix /var/lib/lxd/unix.socket: connection refused</li>",
 		`no pools`,
+		`<p id="webhook" class="warn">no webhook received yet: check the App's webhook URL, the proxy and the webhook secret</p>`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("page lacks %s\n%s", want, r.body)

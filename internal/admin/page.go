@@ -23,6 +23,10 @@ type pageData struct {
 	Pools  []PoolStatus
 	Jobs   []jobRow
 	Now    string
+	// The last webhook heard: its event, how long ago and when (RFC
+	// 3339); Webhook is false before the first.
+	Webhook                               bool
+	WebhookEvent, WebhookAge, WebhookTime string
 }
 
 type jobRow struct {
@@ -76,6 +80,11 @@ func newPageData(st Status, now time.Time) pageData {
 		}
 	}
 	slices.Sort(d.Failed)
+	if w := st.LastWebhook; w != nil {
+		d.Webhook, d.WebhookEvent = true, w.Event
+		d.WebhookAge = FormatDuration(max(now.Sub(w.At), 0))
+		d.WebhookTime = w.At.UTC().Format(time.RFC3339)
+	}
 	for _, j := range st.Jobs {
 		d.Jobs = append(d.Jobs, newJobRow(j, now))
 	}

@@ -96,6 +96,11 @@ func (st Status) Printable() Status {
 		l.Replica, l.Leader = Printable(l.Replica), Printable(l.Leader)
 		st.Leader = &l
 	}
+	if st.LastWebhook != nil {
+		w := *st.LastWebhook
+		w.Event = Printable(w.Event) // a header: signed body, unsigned header
+		st.LastWebhook = &w
+	}
 	return st
 }
 

@@ -124,7 +124,7 @@ func TestPageShowsControlsEscaped(t *testing.T) {
 	for _, want := range []string{
 		`<td class="pool">pool\x1b]0;owned\x07\x1b[2J\n\t\u009b31m\u202e\u2066\u200b\xff</td>`,
 		`<td class="repo">acme/\x1b]0;owned`, `<td class="runner">runner\x1b]0;owned`,
-		`<span class="reason">why\x1b]0;owned`, `<li>lxd\x1b]0;owned`,
+		`<span class="reason">why\x1b]0;owned`, `<li>lxd\x1b]0;owned`, `<span class="event">ping\x1b]0;owned`,
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("page lacks %s\n%s", want, r.body)

@@ -195,6 +195,10 @@ func New(cfg Config, d Deps) (*App, error) {
 	}
 	hook, err := webhook.New(cfg.WebhookSecret, d.State, webhook.Options{
 		Notify: sched.Notify, Metrics: hookMetrics, Clock: d.Clock, Log: log,
+		// Any replica records it, unfenced, as it records deliveries.
+		Heard: func(ctx context.Context, event string, at time.Time) error {
+			return d.State.Update(ctx, func(tx fleet.Tx) error { return tx.HeardWebhook(event, at) })
+		},
 		// A delivery older than the state remembers jobs could queue a
 		// forgotten job again.
 		MaxAge: cfg.Scheduler.WithDefaults().Retention,

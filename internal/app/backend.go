@@ -25,6 +25,7 @@ type snapshot struct {
 	queued  []fleet.Job
 	live    []fleet.Runner
 	drained map[string]bool
+	webhook fleet.Webhook // the last heard
 }
 
 func (a *App) snapshot(ctx context.Context) (snapshot, error) {
@@ -37,7 +38,10 @@ func (a *App) snapshot(ctx context.Context) (snapshot, error) {
 		if s.live, err = tx.LiveRunners(); err != nil {
 			return err
 		}
-		s.drained, err = tx.Drained()
+		if s.drained, err = tx.Drained(); err != nil {
+			return err
+		}
+		s.webhook, err = tx.LastWebhook()
 		return err
 	})
 	return s, err
@@ -80,6 +84,9 @@ func (b backend) Status(ctx context.Context) (admin.Status, error) {
 	}
 	ready, checks := b.a.ready.check(ctx)
 	st := admin.Status{Pools: pools, Jobs: jobs, Ready: ready, Checks: checks}
+	if w := snap.webhook; !w.At.IsZero() {
+		st.LastWebhook = &admin.Webhook{Event: w.Event, At: w.At}
+	}
 	if l := b.a.leaderStatus(ctx); l != nil {
 		st.Leader = &admin.Leader{Replica: l.Replica, Leader: l.Leader, Since: l.Since, Leading: l.Leading}
 	}

@@ -1,6 +1,10 @@
 package app_test
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -325,5 +329,47 @@ func TestMetricsReadTheState(t *testing.T) {
 				t.Errorf("%s listener: no line %s", name, want)
 			}
 		}
+	}
+}
+
+// A signed ping, which GitHub sends when the App is created, shows in the
+// status before any job: a wrong proxy or secret is seen at once.
+func TestStatusShowsTheLastWebhook(t *testing.T) {
+	e := newEnv(t, nil)
+	base := e.run()
+	var st admin.Status
+	if e.call("GET", "/api/status", &st); st.LastWebhook != nil {
+		t.Fatalf("last webhook before any: %+v", st.LastWebhook)
+	}
+	body := []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`)
+	post := func(key []byte) int {
+		req, err := http.NewRequest("POST", base+"/webhook", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := hmac.New(sha256.New, key)
+		m.Write(body)
+		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(m.Sum(nil)))
+		req.Header.Set("X-GitHub-Event", "ping")
+		req.Header.Set("X-GitHub-Delivery", "p1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post([]byte("not the secret")); code != http.StatusUnauthorized {
+		t.Fatalf("badly signed ping: %d", code)
+	}
+	if e.call("GET", "/api/status", &st); st.LastWebhook != nil {
+		t.Fatalf("a badly signed ping was recorded: %+v", st.LastWebhook)
+	}
+	if code := post(secret); code != http.StatusNoContent {
+		t.Fatalf("ping: %d", code)
+	}
+	st = admin.Status{}
+	if e.call("GET", "/api/status", &st); st.LastWebhook == nil || st.LastWebhook.Event != "ping" || !st.LastWebhook.At.Equal(e.clock.Now()) {
+		t.Fatalf("last webhook after a ping: %+v, want ping at %v", st.LastWebhook, e.clock.Now())
 	}
 }

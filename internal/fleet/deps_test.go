@@ -76,7 +76,7 @@ func TestImportGraph(t *testing.T) {
 		// Test doubles are for tests (and the dev command), never linked
 		// into the service.
 		for _, double := range []string{"internal/fleet/fleettest", "internal/ghfake/ghfaketest", "internal/admin/admintest",
-			"internal/image/imagetest", "internal/lxd/lxdtest"} {
+			"internal/image/imagetest", "internal/lxd/lxdtest", "internal/browsertest"} {
 			if slices.Contains(p.Deps, module+double) && !strings.HasPrefix(rel, double) && !strings.HasPrefix(rel, "internal/e2e") {
 				if !(double == "internal/lxd/lxdtest" && rel == "internal/image/imagetest") {
 					t.Errorf("%s links the test helpers %s", rel, double)

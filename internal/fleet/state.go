@@ -63,10 +63,25 @@ type Tx interface {
 	Drained() (map[string]bool, error)
 	SetDrained(pool string, drained bool) error
 
+	// HeardWebhook records that a webhook with a valid signature (any
+	// event: ping, workflow_job, ...) arrived at at. The latest time is
+	// kept: replicas may record out of order.
+	HeardWebhook(event string, at time.Time) error
+	// LastWebhook is the latest webhook HeardWebhook recorded; zero when
+	// none was.
+	LastWebhook() (Webhook, error)
+
 	// Prune deletes what is older than before and no longer needed:
 	// finished jobs and their timelines, applied deliveries and ended
 	// runners. It reports the rows deleted.
 	Prune(before time.Time) (int64, error)
+}
+
+// Webhook is a webhook that arrived with a valid signature: its event
+// (X-GitHub-Event) and when.
+type Webhook struct {
+	Event string
+	At    time.Time
 }
 
 // JobFilter selects jobs; empty fields match all.

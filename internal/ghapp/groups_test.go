@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bradleyfalzon/ghinstallation/v2"
+
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 )
@@ -58,5 +60,22 @@ func TestRunnerGroupSettings(t *testing.T) {
 	e.fault(-1, path("GET", "/runner-groups/4"), 502, nil)
 	if _, err := e.c.RunnerGroup(ctx(t), instID, org, "open"); err == nil || errors.Is(err, fleet.ErrNotFound) {
 		t.Fatalf("502: %v", err)
+	}
+}
+
+// The App as GitHub has it, its webhook URL, and a JWT GitHub refuses.
+func TestApp(t *testing.T) {
+	e := newEnv(t, func(o *ghfake.Options) { o.WebhookURL = "https://runners.example.com/webhook" }, nil)
+	a, err := e.c.App(ctx(t))
+	if err != nil || a.ID == 0 || a.Slug == "" || a.Owner != org || !strings.HasSuffix(a.HTMLURL, "/apps/"+a.Slug) {
+		t.Fatalf("App = %+v, %v", a, err)
+	}
+	if u, err := e.c.WebhookURL(ctx(t)); err != nil || u != "https://runners.example.com/webhook" {
+		t.Fatalf("WebhookURL = %q, %v", u, err)
+	}
+	e.c.appID++ // not the App whose key this is
+	e.c.app = e.c.newGitHub(ghinstallation.NewAppsTransportFromPrivateKey(e.c.base, e.c.appID, e.c.key))
+	if _, err := e.c.App(ctx(t)); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("App with another id: %v, want ErrBadCredentials", err)
 	}
 }

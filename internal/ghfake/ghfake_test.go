@@ -611,9 +611,15 @@ func TestPathPrefixAndRunnerURL(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	if _, err := New(Options{}); err == nil || !strings.Contains(err.Error(), "AppID") || !strings.Contains(err.Error(), "AppPublicKey") {
-		t.Fatalf("New(empty): %v", err)
+	if _, err := New(Options{AppID: 5}); err == nil || !strings.Contains(err.Error(), "AppID") || !strings.Contains(err.Error(), "AppPublicKey") {
+		t.Fatalf("New(AppID without its key): %v", err)
 	}
+	// No App at all: the manifest flow makes one.
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatalf("New without an App: %v", err)
+	}
+	s.Close()
 }
 
 // As on GitHub, a runner group takes jobs of public repositories only when

@@ -1,6 +1,8 @@
 package ghfake
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,6 +17,7 @@ type authKind int
 
 const (
 	authNone         authKind = iota // fake runner endpoints check their own secret
+	authAPINone                      // the REST API without authentication (the manifest conversion)
 	authApp                          // App JWT
 	authInstallation                 // installation token for the org (or repository owner) in the path
 )
@@ -36,6 +39,7 @@ func (s *Server) routes() http.Handler {
 	s.route(mux, "POST "+runnerPath+"/connect", authNone, s.handleRunnerConnect)
 	s.route(mux, "POST "+runnerPath+"/poll", authNone, s.handleRunnerPoll)
 	s.route(mux, "POST "+runnerPath+"/complete", authNone, s.handleRunnerComplete)
+	s.webRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.requests[r.Method+" (unmatched)"]++
@@ -68,10 +72,12 @@ func (s *Server) route(mux *http.ServeMux, pattern string, auth authKind, h http
 		}
 		switch auth {
 		case authApp:
-			if msg := s.checkAppJWT(r); msg != "" {
+			app, msg := s.checkAppJWT(r)
+			if msg != "" {
 				writeError(w, http.StatusUnauthorized, msg)
 				return
 			}
+			r = r.WithContext(context.WithValue(r.Context(), appKey{}, app))
 		case authInstallation:
 			if !s.checkInstallationToken(r) {
 				writeError(w, http.StatusUnauthorized, "Bad credentials")
@@ -109,30 +115,39 @@ func (s *Server) writeFault(w http.ResponseWriter, status int, hdr http.Header) 
 	writeJSON(w, status, body)
 }
 
-// checkAppJWT returns "" when the request carries a valid App JWT, else
+// checkAppJWT returns the App whose valid JWT the request carries, or
 // GitHub's complaint.
-func (s *Server) checkAppJWT(r *http.Request) string {
+func (s *Server) checkAppJWT(r *http.Request) (*fakeApp, string) {
 	scheme, raw, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !strings.EqualFold(scheme, "Bearer") || raw == "" {
-		return "A JSON web token could not be decoded"
+		return nil, "A JSON web token could not be decoded"
 	}
 	claims := &jwt.RegisteredClaims{}
-	tok, err := jwt.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) {
-		return s.opts.AppPublicKey, nil
+	var app *fakeApp
+	tok, err := jwt.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		// The issuer names the App, whose key must have signed it.
+		id, _ := strconv.ParseInt(t.Claims.(*jwt.RegisteredClaims).Issuer, 10, 64)
+		s.mu.Lock()
+		app = s.apps[id]
+		s.mu.Unlock()
+		if app == nil {
+			return nil, errors.New("no such App")
+		}
+		return app.key, nil
 	}, jwt.WithValidMethods([]string{"RS256"}))
-	if err != nil || !tok.Valid {
-		return "A JSON web token could not be decoded"
+	if app == nil && err != nil && claims.Issuer != "" {
+		return nil, "'Issuer' claim ('iss') must be the App ID"
 	}
-	if claims.Issuer != strconv.FormatInt(s.opts.AppID, 10) {
-		return "'Issuer' claim ('iss') must be the App ID"
+	if err != nil || !tok.Valid {
+		return nil, "A JSON web token could not be decoded"
 	}
 	if claims.ExpiresAt == nil || claims.IssuedAt == nil {
-		return "'Expiration time' claim ('exp') and 'Issued at' claim ('iat') are required"
+		return nil, "'Expiration time' claim ('exp') and 'Issued at' claim ('iat') are required"
 	}
 	if claims.ExpiresAt.Sub(claims.IssuedAt.Time) > 10*time.Minute {
-		return "'Expiration time' claim ('exp') is too far in the future"
+		return nil, "'Expiration time' claim ('exp') is too far in the future"
 	}
-	return ""
+	return app, ""
 }
 
 func (s *Server) checkInstallationToken(r *http.Request) bool {
@@ -152,7 +167,7 @@ func (s *Server) checkInstallationToken(r *http.Request) bool {
 
 func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id != s.opts.InstallationID {
+	if err != nil || id != s.opts.InstallationID || !s.installed(r) {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}

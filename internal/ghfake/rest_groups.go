@@ -212,11 +212,16 @@ type apiInstallation struct {
 }
 
 // handleListInstallations lists the App's installations: the one
-// organization the stand-in serves.
+// organization the stand-in serves, once the App is installed there.
 func (s *Server) handleListInstallations(w http.ResponseWriter, r *http.Request) {
+	if !s.installed(r) {
+		paginate(w, r, 0)
+		writeJSON(w, http.StatusOK, []apiInstallation{})
+		return
+	}
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).Format(time.RFC3339)
 	all := []apiInstallation{{
-		ID: s.opts.InstallationID, AppID: s.opts.AppID, TargetID: s.orgID, TargetType: "Organization",
+		ID: s.opts.InstallationID, AppID: requestApp(r).id, TargetID: s.orgID, TargetType: "Organization",
 		Account:             hookUser{Login: s.opts.Org, ID: s.orgID, Type: "Organization"},
 		RepositorySelection: "all",
 		Permissions:         map[string]string{"organization_self_hosted_runners": "write", "actions": "read", "metadata": "read"},

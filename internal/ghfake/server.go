@@ -1,5 +1,6 @@
 // Package ghfake is a stateful stand-in for the parts of GitHub this service
-// uses: GitHub App authentication and installations, org self-hosted
+// uses: GitHub App authentication and installations, Apps made through
+// the App-manifest flow (its web pages and the conversion), org self-hosted
 // runners with JIT configs, runner groups and the repositories they admit,
 // workflow jobs and their workflow_job webhooks, and the App's webhook
 // deliveries. It also contains
@@ -33,8 +34,12 @@ import (
 
 // Options configure a Server.
 type Options struct {
+	// AppID and AppPublicKey make the App the stand-in starts with,
+	// installed on Org (unless NotInstalled). Leave both unset to start
+	// with no App: the manifest flow (apps.go) creates one.
 	AppID         int64
 	AppPublicKey  *rsa.PublicKey
+	NotInstalled  bool
 	WebhookSecret []byte // empty: webhooks are sent unsigned, as GitHub does
 	// WebhookURL is where webhooks are POSTed; may be set later with
 	// SetWebhookURL. Deliveries attempted while it is empty are recorded as
@@ -90,6 +95,11 @@ type Server struct {
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every state change
 	webhookURL string
+	secret     []byte               // what webhooks are signed with: the current App's
+	apps       map[int64]*fakeApp   // every App created, by id
+	current    *fakeApp             // the one installed on Org, whose webhooks are sent; nil before any
+	manifests  map[string]*manifest // manifests posted, waiting for the owner's confirmation, by token
+	codes      map[string]*manifest // confirmed, waiting for their conversion, by code
 	fault      func(*http.Request) (int, http.Header, bool)
 	drop       func(event, action string, jobID int64) bool
 	requests   map[string]int
@@ -107,17 +117,14 @@ type Server struct {
 	outbox     []*delivery // waiting to be sent, in order
 	outboxWake chan struct{}
 	deliveries []*delivery // attempted, in order
-	next       struct{ runner, job, run, label, repo, delivery int64 }
+	next       struct{ runner, job, run, label, repo, delivery, app int64 }
 }
 
 // New starts a stand-in listening on opts.Listen.
 func New(opts Options) (*Server, error) {
 	var errs []error
-	if opts.AppID <= 0 {
-		errs = append(errs, errors.New("AppID must be positive"))
-	}
-	if opts.AppPublicKey == nil {
-		errs = append(errs, errors.New("AppPublicKey is required"))
+	if opts.AppID < 0 || (opts.AppID == 0) != (opts.AppPublicKey == nil) {
+		errs = append(errs, errors.New("AppID (positive) and AppPublicKey go together"))
 	}
 	if opts.Org == "" {
 		opts.Org = "fake-org"
@@ -182,6 +189,10 @@ func New(opts Options) (*Server, error) {
 		cancel:     cancel,
 		changed:    make(chan struct{}),
 		webhookURL: opts.WebhookURL,
+		secret:     opts.WebhookSecret,
+		apps:       map[int64]*fakeApp{},
+		manifests:  map[string]*manifest{},
+		codes:      map[string]*manifest{},
 		requests:   map[string]int{},
 		tokens:     map[string]time.Time{},
 		runners:    map[int64]*runner{},
@@ -213,6 +224,13 @@ func New(opts Options) (*Server, error) {
 	s.next.label = 10
 	s.next.repo = 500000
 	s.next.delivery = 80000000
+	s.next.app = 880000
+	if opts.AppID != 0 {
+		a := &fakeApp{id: opts.AppID, slug: "lxd-gha-autoscaler-" + strings.ToLower(opts.Org), key: opts.AppPublicKey,
+			installed: !opts.NotInstalled, createdAt: time.Now()}
+		a.name = a.slug
+		s.apps[a.id], s.current = a, a
+	}
 
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(3)
@@ -233,6 +251,12 @@ func New(opts Options) (*Server, error) {
 
 // URL is the REST base URL, with a trailing slash.
 func (s *Server) URL() string { return s.url }
+
+// WebURL is where the stand-in serves GitHub's web pages (the App
+// manifest flow, an App's installation), with a trailing slash: the root
+// of its host, as GitHub Enterprise Server serves them, whatever
+// PathPrefix puts the API under.
+func (s *Server) WebURL() string { return "http://" + s.ln.Addr().String() + "/" }
 
 // Org is the organization login the stand-in serves.
 func (s *Server) Org() string { return s.opts.Org }

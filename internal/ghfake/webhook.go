@@ -210,7 +210,7 @@ func (s *Server) Ping() {
 		"hook_id": s.hookID,
 		"hook": map[string]any{
 			"type": "App", "id": s.hookID, "name": "web", "active": true, "events": []string{"workflow_job"},
-			"app_id": s.opts.AppID,
+			"app_id": s.currentAppIDLocked(),
 			"config": map[string]string{"content_type": "json", "insecure_ssl": "0", "url": s.webhookURL},
 		},
 	})
@@ -285,7 +285,7 @@ func (s *Server) sendLoop() {
 		d := s.outbox[0]
 		s.outbox[0] = nil
 		s.outbox = s.outbox[1:]
-		target, drop := s.webhookURL, s.drop
+		target, drop, secret, appID := s.webhookURL, s.drop, s.secret, s.currentAppIDLocked()
 		s.mu.Unlock()
 
 		start := time.Now()
@@ -295,7 +295,7 @@ func (s *Server) sendLoop() {
 		case target == "":
 			d.statusCode, d.status = 0, "No webhook URL configured"
 		default:
-			d.statusCode, d.status = s.post(target, d)
+			d.statusCode, d.status = s.post(target, d, secret, appID)
 		}
 		if s.ctx.Err() != nil {
 			return
@@ -315,7 +315,7 @@ func (s *Server) sendLoop() {
 	}
 }
 
-func (s *Server) post(target string, d *delivery) (int, string) {
+func (s *Server) post(target string, d *delivery, secret []byte, appID int64) (int, string) {
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, target, bytes.NewReader(d.payload))
 	if err != nil {
 		return 0, "Invalid webhook URL"
@@ -327,10 +327,10 @@ func (s *Server) post(target string, d *delivery) (int, string) {
 	h.Set("X-GitHub-Delivery", d.guid)
 	h.Set("X-GitHub-Hook-ID", strconv.FormatInt(s.hookID, 10))
 	h.Set("X-GitHub-Hook-Installation-Target-Type", "integration")
-	h.Set("X-GitHub-Hook-Installation-Target-ID", strconv.FormatInt(s.opts.AppID, 10))
-	if len(s.opts.WebhookSecret) > 0 {
-		h.Set("X-Hub-Signature-256", "sha256="+mac(sha256.New, s.opts.WebhookSecret, d.payload))
-		h.Set("X-Hub-Signature", "sha1="+mac(sha1.New, s.opts.WebhookSecret, d.payload))
+	h.Set("X-GitHub-Hook-Installation-Target-ID", strconv.FormatInt(appID, 10))
+	if len(secret) > 0 {
+		h.Set("X-Hub-Signature-256", "sha256="+mac(sha256.New, secret, d.payload))
+		h.Set("X-Hub-Signature", "sha1="+mac(sha1.New, secret, d.payload))
 	}
 	resp, err := s.webhookClient.Do(req)
 	if err != nil {

@@ -3,7 +3,7 @@
 // satisfies fleet.Instances; labels.go alone knows how their labels are
 // stored), and does the calls that image builds use: launch, exec and
 // file push (exec.go), images and aliases (images.go), and profiles
-// (profiles.go).
+// (profiles.go); and the reads `doctor` checks a setup with (inspect.go).
 package lxd
 
 import (

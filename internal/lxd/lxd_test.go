@@ -627,3 +627,31 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
+
+func TestProfileAndStoragePool(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	ctx := lxdtest.Ctx(t)
+	name := lxdtest.Profile(t, c, map[string]map[string]string{"a": lxdtest.ProxyDevice(1)})
+	p, err := c.Profile(ctx, name)
+	if err != nil || p.Name != name || p.Devices["a"]["listen"] != "tcp:127.0.0.1:1" {
+		t.Errorf("Profile(%s) = %+v, %v", name, p, err)
+	}
+	if _, err := c.Profile(ctx, lxdtest.Name(t)); !errors.Is(err, fleet.ErrNotFound) {
+		t.Errorf("Profile of a missing profile: %v, want ErrNotFound", err)
+	}
+	def, err := c.Profile(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := def.Devices["root"]["pool"]
+	if pool == "" {
+		t.Skipf("the default profile has no root disk: %v", def.Devices)
+	}
+	if err := c.StoragePool(ctx, pool); err != nil {
+		t.Errorf("StoragePool(%s) = %v", pool, err)
+	}
+	if err := c.StoragePool(ctx, lxdtest.Name(t)); !errors.Is(err, fleet.ErrNotFound) {
+		t.Errorf("StoragePool of a missing pool: %v, want ErrNotFound", err)
+	}
+}

@@ -4,6 +4,13 @@
 // periodically lists the App's recent deliveries and asks GitHub to
 // redeliver the failed ones the store has not recorded. A redelivery keeps
 // its X-GitHub-Delivery GUID, so the store's dedupe still holds.
+//
+// It redelivers a failed ping too: GitHub pings the App's webhook URL when
+// the App is made, before the service that the App is made for can run,
+// and that ping, once it arrives, is the first webhook the service
+// records (the operator sees the proxy and the secret work before any
+// job). A ping is recorded nowhere else, so only its own attempts tell
+// whether it arrived.
 package redeliver
 
 import (
@@ -37,6 +44,7 @@ const (
 
 const (
 	eventWorkflowJob = "workflow_job"
+	eventPing        = "ping"
 	// maxBackoffSteps caps the doubling of Run's wait after failed rounds.
 	maxBackoffSteps = 5
 	maxBackoff      = 30 * time.Minute
@@ -108,7 +116,7 @@ type rateLimited interface {
 // Result counts what one round found and did.
 type Result struct {
 	Listed      int // delivery attempts listed, all events
-	Failed      int // workflow_job GUIDs none of whose attempts succeeded
+	Failed      int // workflow_job and ping GUIDs none of whose attempts succeeded
 	SkippedSeen int // of those, recorded by the service anyway (e.g. answered late)
 	Waiting     int // of those, redelivered recently: waiting before asking again
 	Redelivered int // redeliveries GitHub accepted this round
@@ -204,7 +212,7 @@ type guidState struct {
 	succeeded   bool
 }
 
-// Round lists recent deliveries and redelivers the workflow_job ones that
+// Round lists recent deliveries and redelivers the workflow_job and ping ones that
 // never succeeded and that the service has not recorded, oldest first.
 func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
 	r.mu.Lock()
@@ -219,7 +227,7 @@ func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
 
 	byGUID := map[string]*guidState{}
 	for _, d := range list {
-		if d.Event != eventWorkflowJob || d.GUID == "" {
+		if (d.Event != eventWorkflowJob && d.Event != eventPing) || d.GUID == "" {
 			continue
 		}
 		g := byGUID[d.GUID]
@@ -303,14 +311,17 @@ func (r *Redeliverer) Round(ctx context.Context) (Result, error) {
 			res.Waiting++
 			continue
 		}
-		log := r.log.With().Str("delivery_guid", g.guid).Str("action", g.newest.Action).
+		log := r.log.With().Str("delivery_guid", g.guid).Str("event", g.newest.Event).Str("action", g.newest.Action).
 			Int64("delivery_id", g.newest.ID).Logger()
 		if attempts >= MaxAttempts {
 			t.gaveUp = true
 			r.asked[g.guid] = t
 			res.GaveUp++
-			log.Error().Int("attempts", attempts).Time("first_delivered_at", g.first.DeliveredAt).Str("status", g.newest.Status).
-				Msg("webhook still not delivered after redeliveries; giving up: its job may need a re-run")
+			msg := "webhook still not delivered after redeliveries; giving up: its job may need a re-run"
+			if g.newest.Event == eventPing {
+				msg = "GitHub's ping still not delivered after redeliveries; giving up: check the App's webhook URL, the proxy and the secret (lxd-gha-autoscaler doctor --webhook-url URL)"
+			}
+			log.Error().Int("attempts", attempts).Time("first_delivered_at", g.first.DeliveredAt).Str("status", g.newest.Status).Msg(msg)
 			continue
 		}
 		if requests >= r.cfg.MaxPerRound || limited != nil {

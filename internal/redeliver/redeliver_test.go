@@ -368,7 +368,10 @@ func TestSkipsFailedButSeen(t *testing.T) {
 	}
 }
 
-func TestIgnoresOtherEvents(t *testing.T) {
+// GitHub's ping when the App is made fails (the service cannot run before
+// the App exists): it is redelivered, once, so that it becomes the first
+// webhook the service records. Nothing but its attempts tells it arrived.
+func TestRedeliversAFailedPing(t *testing.T) {
 	e := newEnv(t, Config{})
 	e.fake.DropWebhooks(func(event, _ string, _ int64) bool { return event != "workflow_job" })
 	e.fake.Ping()
@@ -378,11 +381,19 @@ func TestIgnoresOtherEvents(t *testing.T) {
 		t.Fatalf("deliveries %+v: want a failed ping and a delivered job", ds)
 	}
 	res := e.round()
-	if want := (Result{Listed: 2}); res != want {
+	if want := (Result{Listed: 2, Failed: 1, Redelivered: 1}); res != want {
 		t.Fatalf("round = %+v, want %+v", res, want)
 	}
-	if n := e.requests(redeliverRoute); n != 0 {
-		t.Fatalf("%d redelivery requests, want 0", n)
+	ds = e.waitDeliveries(3, func(ghfake.DeliveryView) bool { return true })
+	if last := ds[2]; last.Event != "ping" || !last.Redelivery || last.Failed || last.GUID != ds[0].GUID {
+		t.Fatalf("redelivery %+v: want the ping, delivered", last)
+	}
+	e.advance(time.Hour)
+	if res := e.round(); res.Redelivered != 0 || res.Failed != 0 {
+		t.Fatalf("a ping that arrived is redelivered again: %+v", res)
+	}
+	if n := e.requests(redeliverRoute); n != 1 {
+		t.Fatalf("%d redelivery requests, want 1", n)
 	}
 }
 

@@ -194,6 +194,24 @@ func testContract(t *testing.T, open func() *Store) {
 		}
 		return nil
 	})
+
+	// The last webhook heard: none at first, then the latest, whatever the
+	// order replicas write in.
+	view(func(tx fleet.Tx) error {
+		if w, err := tx.LastWebhook(); err != nil || w != (fleet.Webhook{}) {
+			t.Errorf("LastWebhook before any = %+v, %v; want zero", w, err)
+		}
+		return nil
+	})
+	for _, w := range []fleet.Webhook{{Event: "ping", At: t0.Add(time.Second)}, {Event: "workflow_job", At: t0.Add(3 * time.Second)}, {Event: "late", At: t0.Add(2 * time.Second)}} {
+		update(func(tx fleet.Tx) error { return tx.HeardWebhook(w.Event, w.At) })
+	}
+	view(func(tx fleet.Tx) error {
+		if w, err := tx.LastWebhook(); err != nil || w.Event != "workflow_job" || !w.At.Equal(t0.Add(3*time.Second)) {
+			t.Errorf("LastWebhook = %+v, %v; want workflow_job at +3s", w, err)
+		}
+		return nil
+	})
 }
 
 func ids(js []fleet.Job) []int64 {

@@ -47,7 +47,8 @@ func signatureHolds(header string, body []byte) bool {
 
 // FuzzHandler drives the handler over the real store with random bodies
 // and headers, signed and not. It must never panic, nothing may be
-// recorded and nothing answered 2xx unless the signature holds, and what
+// recorded (neither a delivery nor the webhook as heard) and nothing
+// answered 2xx unless the signature holds, and what
 // is recorded carries the request's own, well-formed delivery id. The
 // seeds run with every `go test`; to fuzz (CI does for 15 s):
 //
@@ -90,9 +91,10 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Cleanup(func() { st.Close() })
 	rec := &lastRecorded{st: st}
-	var notified atomic.Int64
+	var notified, heard atomic.Int64
 	h, err := New(secret, rec, Options{
 		Notify: func() { notified.Add(1) },
+		Heard:  func(context.Context, string, time.Time) error { heard.Add(1); return nil },
 		Clock:  fleettest.NewClock(now),
 		MaxAge: 72 * time.Hour,
 		Log:    zerolog.Nop(),
@@ -124,7 +126,7 @@ func FuzzHandler(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		notes := notified.Load()
+		notes, heards := notified.Load(), heard.Load()
 		rec.last = fleet.Delivery{}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
@@ -134,7 +136,7 @@ func FuzzHandler(f *testing.F) {
 		}
 
 		holds := signatureHolds(sig, body)
-		if after > before || notified.Load() > notes || w.Code < 300 {
+		if after > before || notified.Load() > notes || heard.Load() > heards || w.Code < 300 {
 			if !holds {
 				t.Fatalf("status %d, %d deliveries recorded, without a valid signature", w.Code, after-before)
 			}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -34,6 +35,9 @@ const (
 	DefaultReadWait = 2 * time.Second
 	// DefaultBodyTimeout bounds reading one body. GitHub sends it at once.
 	DefaultBodyTimeout = 5 * time.Second
+	// DefaultHeardEvery is how often a workflow_job delivery is recorded
+	// as the last webhook heard, at most.
+	DefaultHeardEvery = 10 * time.Second
 )
 
 // Recorder stores a delivery durably; fresh is false for a delivery id
@@ -61,6 +65,9 @@ type Handler struct {
 	bodyTimeout time.Duration
 	rejections  *logLimit
 	maxAge      time.Duration
+	heard       func(ctx context.Context, event string, at time.Time) error
+	heardEvery  time.Duration
+	heardAt     atomic.Int64 // unix nanoseconds of the last workflow_job recorded as heard
 }
 
 // Options are the handler's optional parts.
@@ -80,6 +87,16 @@ type Options struct {
 	// BodyTimeout bounds reading one body once its turn came; default
 	// DefaultBodyTimeout.
 	BodyTimeout time.Duration
+
+	// Heard records that a webhook with a valid signature arrived, of any
+	// event (ping included), so that an operator sees the first one before
+	// any job: a wrong proxy or secret shows at once. It is called for
+	// every event but workflow_job, and for workflow_job at most once per
+	// HeardEvery (default DefaultHeardEvery), so that the busy path pays
+	// one write per interval and not per delivery. Its error is logged,
+	// and the delivery handled as usual. nil: nothing is recorded.
+	Heard      func(ctx context.Context, event string, at time.Time) error
+	HeardEvery time.Duration
 
 	// MaxAge refuses workflow_job deliveries whose event (by the job's
 	// own timestamps) is older: they are answered 200, so that nothing
@@ -117,11 +134,14 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = DefaultBodyTimeout
 	}
+	if o.HeardEvery <= 0 {
+		o.HeardEvery = DefaultHeardEvery
+	}
 	log := o.Log.With().Str("component", "webhook").Logger()
 	return &Handler{
 		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock, log: log,
 		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
-		rejections: newLogLimit(o.Clock, log), maxAge: o.MaxAge,
+		rejections: newLogLimit(o.Clock, log), maxAge: o.MaxAge, heard: o.Heard, heardEvery: o.HeardEvery,
 	}, nil
 }
 
@@ -190,6 +210,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := h.log.With().Str("delivery_id", deliveryID).Logger()
+	h.recordHeard(r.Context(), event, log)
 	if event != "workflow_job" {
 		log.Debug().Str("event", event).Msg("ignored event")
 		h.count(r, "ignored")
@@ -257,6 +278,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Info().Msg("duplicate delivery")
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// recordHeard records a signed webhook as the last heard: every event but
+// workflow_job, and workflow_job once per heardEvery.
+func (h *Handler) recordHeard(ctx context.Context, event string, log zerolog.Logger) {
+	if h.heard == nil {
+		return
+	}
+	now := h.clock.Now()
+	if event == "workflow_job" {
+		last := h.heardAt.Load()
+		if now.UnixNano()-last < int64(h.heardEvery) || !h.heardAt.CompareAndSwap(last, now.UnixNano()) {
+			return // recorded recently, or another request is recording it now
+		}
+	}
+	if err := h.heard(ctx, event, now); err != nil {
+		if event == "workflow_job" {
+			h.heardAt.Store(0) // try again with the next one
+		}
+		if h.rejections.allow() {
+			log.Warn().Err(err).Str("event", event).Msg("cannot record the webhook as the last heard")
+		}
+	}
 }
 
 // refuse answers a request that changes nothing and counts it by result.

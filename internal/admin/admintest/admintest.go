@@ -35,7 +35,8 @@ var T0 = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
 
 // New returns a Backend serving the sample: pools "linux" (max 10) and
 // "gpu" (draining, global limit), and jobs 1001 (completed), 1002 (in
-// progress), 1003 (queued, waiting for a slot) and 1004 (ignored).
+// progress), 1003 (queued, waiting for a slot) and 1004 (ignored); the
+// last webhook, a workflow_job, came a second after job 1004's.
 func New() *Backend {
 	jobs := []admin.Job{
 		{ID: 1004, Repo: "acme/web", State: "ignored", Reason: "no pool matches the job's labels",
@@ -55,9 +56,10 @@ func New() *Backend {
 				{Name: "linux", Queued: 0, Launching: 1, Idle: 2, Busy: 1, Max: 10},
 				{Name: "gpu", Queued: 1, Draining: true},
 			},
-			Jobs:   jobs,
-			Ready:  true,
-			Checks: map[string]string{"store": admin.CheckOK, "lxd": admin.CheckOK, "github": admin.CheckOK},
+			Jobs:        jobs,
+			Ready:       true,
+			Checks:      map[string]string{"store": admin.CheckOK, "lxd": admin.CheckOK, "github": admin.CheckOK},
+			LastWebhook: &admin.Webhook{Event: "workflow_job", At: T0.Add(3*time.Minute + time.Second)},
 		},
 		Details: map[int64]admin.JobDetail{
 			1001: {Job: jobs[3], Events: []admin.Event{
@@ -172,7 +174,8 @@ const Evil = "\x1b]0;owned\x07\x1b[2J\n\t\u009b31m\u202e\u2066\u200b\xff"
 
 // Hostile returns a Backend whose every string ends in Evil: a pool, a job
 // (its pool, repository, state, reason, runner, conclusion and labels)
-// with its timeline, a failing check, and a leader. Pool and check names
+// with its timeline, a failing check, a leader and the last webhook's
+// event. Pool and check names
 // come from the config and the code, not from workflows; they carry it
 // too, so that a test sees every string printed.
 func Hostile() *Backend {
@@ -182,10 +185,11 @@ func Hostile() *Backend {
 		QueuedAt: T0, Wait: time.Second}
 	return &Backend{
 		Data: admin.Status{
-			Pools:  []admin.PoolStatus{{Name: e("pool"), Queued: 1}},
-			Jobs:   []admin.Job{job},
-			Checks: map[string]string{e("lxd"): e("down"), "store": admin.CheckOK},
-			Leader: &admin.Leader{Replica: e("replica"), Leader: e("leader"), Since: T0},
+			Pools:       []admin.PoolStatus{{Name: e("pool"), Queued: 1}},
+			Jobs:        []admin.Job{job},
+			Checks:      map[string]string{e("lxd"): e("down"), "store": admin.CheckOK},
+			Leader:      &admin.Leader{Replica: e("replica"), Leader: e("leader"), Since: T0},
+			LastWebhook: &admin.Webhook{Event: e("ping"), At: T0},
 		},
 		Details: map[int64]admin.JobDetail{7: {Job: job, Events: []admin.Event{
 			{At: T0, Kind: e("queued"), Detail: e("labels")},
