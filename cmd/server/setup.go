@@ -9,13 +9,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"html/template"
 	"io"
 	"io/fs"
 	"net"
@@ -25,11 +23,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	texttemplate "text/template"
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/deployments"
@@ -291,138 +286,6 @@ func (p *setupPlan) mkdir() error {
 	return os.Remove(probe.Name())
 }
 
-type setupResult struct {
-	message string
-	err     error
-}
-
-// setupHandler serves the form and takes GitHub's answer, once.
-type setupHandler struct {
-	p    *setupPlan
-	once sync.Mutex
-	used bool
-	done chan setupResult
-}
-
-func (h *setupHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Only this machine's browser: refuse a page whose name resolves to
-	// 127.0.0.1 (DNS rebinding).
-	host := r.Host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
-		host = hh
-	}
-	if ip := net.ParseIP(strings.Trim(host, "[]")); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		http.Error(w, "setup answers on loopback only", http.StatusForbidden)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	// No script; the one form may go to GitHub only.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action "+h.p.web.Scheme+"://"+h.p.web.Host+"; frame-ancestors 'none'")
-	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/":
-		h.form(w)
-	case r.Method == http.MethodGet && r.URL.Path == "/callback":
-		h.callback(w, r)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-var setupPage = template.Must(template.New("setup").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>lxd-gha-autoscaler setup</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;margin:2em;max-width:46em;color:#222}
-th{text-align:left;padding-right:1em;vertical-align:top}td{font-family:monospace}
-button{font-size:1.05em;padding:.4em 1em}.err{color:#c62828}</style></head>
-<body><h1>{{.Title}}</h1>
-{{if .Form}}<p>This creates the service's GitHub App on {{.Host}}, owned by {{.Org}}. GitHub asks you to confirm,
-then sends you back here, and the command that serves this page writes the App's key and webhook secret.</p>
-<table>
-<tr><th>name</th><td>{{.Name}}</td></tr>
-<tr><th>webhook URL</th><td>{{.Hook}}</td></tr>
-<tr><th>permissions</th><td>{{.Permissions}}</td></tr>
-<tr><th>events</th><td>{{.Events}}</td></tr>
-</table>
-<form method="post" action="{{.Action}}">
-<input type="hidden" name="manifest" value="{{.Manifest}}">
-<p><button type="submit" id="create">Create the GitHub App on {{.Host}}</button></p>
-</form>
-{{else}}<p id="result"{{if .Error}} class="err"{{end}}>{{.Text}}</p>
-{{if .Install}}<p><a id="install" href="{{.Install}}">{{.Install}}</a></p>{{end}}
-{{end}}</body></html>
-`))
-
-type setupPageData struct {
-	Title, Text, Install                                         string
-	Error, Form                                                  bool
-	Host, Org, Name, Hook, Permissions, Events, Action, Manifest string
-}
-
-func (h *setupHandler) form(w http.ResponseWriter) {
-	var m struct {
-		Permissions map[string]string `json:"default_permissions"`
-		Events      []string          `json:"default_events"`
-	}
-	_ = json.Unmarshal(h.p.manifest, &m) // ours, filled in
-	var perms []string
-	for k, v := range m.Permissions {
-		perms = append(perms, k+": "+v)
-	}
-	slices.Sort(perms)
-	action := h.p.web.String() + "/organizations/" + url.PathEscape(h.p.org) + "/settings/apps/new?state=" + h.p.state
-	h.page(w, http.StatusOK, setupPageData{Title: "Create the GitHub App", Form: true, Host: h.p.web.Host, Org: h.p.org,
-		Name: h.p.name, Hook: h.p.webhookURL, Permissions: strings.Join(perms, ", "), Events: strings.Join(m.Events, ", "),
-		Action: action, Manifest: string(h.p.manifest)})
-}
-
-func (h *setupHandler) page(w http.ResponseWriter, status int, d setupPageData) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	_ = setupPage.Execute(w, d)
-}
-
-// callback takes GitHub's redirect: the state must be this setup's, and
-// the code is exchanged once.
-func (h *setupHandler) callback(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	code, state := q.Get("code"), q.Get("state")
-	if subtle.ConstantTimeCompare([]byte(state), []byte(h.p.state)) != 1 {
-		// Not from GitHub for this setup (or an old tab): keep waiting.
-		h.page(w, http.StatusBadRequest, setupPageData{Title: "Not this setup's answer", Error: true,
-			Text: "The state GitHub sent back is not this setup's: this address was not reached through the form this command serves. Nothing was done; start from the form again."})
-		return
-	}
-	if code == "" || len(code) > 100 || strings.ContainsAny(code, "/?#%") {
-		h.page(w, http.StatusBadRequest, setupPageData{Title: "No code", Error: true, Text: "GitHub's answer holds no usable code: start from the form again."})
-		return
-	}
-	h.once.Lock()
-	defer h.once.Unlock()
-	if h.used {
-		h.page(w, http.StatusConflict, setupPageData{Title: "Already done", Text: "This setup has already taken GitHub's answer: see the command's output."})
-		return
-	}
-	h.used = true
-	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
-	defer cancel()
-	app, err := h.p.convert(ctx, code)
-	if err == nil {
-		err = h.p.write(app)
-	}
-	if err != nil {
-		h.page(w, http.StatusBadGateway, setupPageData{Title: "Setup failed", Error: true, Text: err.Error()})
-		h.done <- setupResult{err: err}
-		return
-	}
-	install := strings.TrimRight(app.HTMLURL, "/") + "/installations/new"
-	h.page(w, http.StatusOK, setupPageData{Title: "The GitHub App is created", Install: install,
-		Text: fmt.Sprintf("%s (id %d) is created, and its key, webhook secret and a config are in %s. Now install it on %s, for all repositories:",
-			app.Slug, app.ID, h.p.dir, h.p.org)})
-	h.done <- setupResult{message: h.p.summary(app, install)}
-}
-
-// convert exchanges the code for the App: POST /app-manifests/{code}/conversions,
-// which needs no credentials and answers once.
 func (p *setupPlan) convert(ctx context.Context, code string) (setupApp, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.api+"app-manifests/"+url.PathEscape(code)+"/conversions", nil)
 	if err != nil {
@@ -459,141 +322,4 @@ func (p *setupPlan) convert(ctx context.Context, code string) (setupApp, error) 
 		return setupApp{}, fmt.Errorf("exchange GitHub's code: the answer lacks the App's id, key, webhook secret or page")
 	}
 	return app, nil
-}
-
-// write writes the key and the webhook secret, the owner's alone, and the
-// config, never over a file: a file that appeared meanwhile fails it.
-func (p *setupPlan) write(app setupApp) error {
-	rescue := fmt.Sprintf(" (the App %s exists at GitHub: delete it at %s/advanced, or generate a new key there)", app.Slug, strings.TrimRight(app.HTMLURL, "/"))
-	if err := p.create(p.paths.key, []byte(app.PEM), 0o600, true); err != nil {
-		return fmt.Errorf("%w%s", err, rescue)
-	}
-	if err := p.create(p.paths.secret, []byte(app.WebhookSecret+"\n"), 0o600, true); err != nil {
-		return fmt.Errorf("%w%s", err, rescue)
-	}
-	cfg, err := p.config(app)
-	if err != nil {
-		return err
-	}
-	mode := os.FileMode(0o644)
-	if p.gid >= 0 {
-		mode = 0o640
-	}
-	if err := p.create(p.paths.config, cfg, mode, false); err != nil {
-		return fmt.Errorf("%w: github.app_id is %d", err, app.ID)
-	}
-	return nil
-}
-
-// create writes a new file; a secret is given to the owner, the config to
-// the owner's group.
-func (p *setupPlan) create(path string, b []byte, mode os.FileMode, secret bool) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
-	if err := f.Chmod(mode); err != nil { // whatever the umask
-		return err
-	}
-	if p.uid >= 0 {
-		uid := p.uid
-		if !secret {
-			uid = -1 // the config stays its writer's, readable by the group
-		}
-		if err := f.Chown(uid, p.gid); err != nil {
-			return err
-		}
-	}
-	_, err = f.Write(b)
-	return err
-}
-
-// setupConfig is YAML: the values that may hold anything are quoted as
-// JSON strings, which YAML reads alike.
-var setupConfig = texttemplate.Must(texttemplate.New("config").Funcs(texttemplate.FuncMap{
-	"q": func(s string) string { b, _ := json.Marshal(s); return string(b) },
-}).Parse(`# Written by lxd-gha-autoscaler setup for the GitHub App {{.Slug}} (id {{.ID}}).
-# Every key, with comments: deployments/config.example.yaml. Check the
-# whole setup with: lxd-gha-autoscaler doctor --config {{.Config}}
-
-listen: 127.0.0.1:8080
-admin_listen: unix:/run/lxd-gha-autoscaler/admin.sock
-state_dir: /var/lib/lxd-gha-autoscaler
-runner_prefix: gha-
-
-github:
-  api_url: {{q .API}}
-  app_id: {{.ID}}
-  private_key_file: {{q .Key}}
-  webhook_secret_file: {{q .Secret}}
-  runner_group: Default
-
-lxd:
-  socket: {{q .Socket}}
-  project: default
-
-limits:
-  max_instances: 4
-
-# A queued job goes to the first pool whose labels include all of its
-# runs-on labels. Change the labels, the image and the limits to yours.
-pools:
-  - name: linux-x64
-    labels: [self-hosted, linux, x64]
-    image: gha-runner
-    profiles: [hardened-container]
-    max_instances: 4
-
-# The runner image that "lxd-gha-autoscaler image build gha-runner" makes
-# (see deployments/README.md): uncomment, with the runner's version and its
-# tarball's sha256 from https://github.com/actions/runner/releases.
-# images:
-#   - name: gha-runner
-#     source: debian12
-#     runner:
-#       version: RUNNER_VERSION
-#       sha256: RUNNER_SHA256
-#     steps: [steps/base.sh]
-`))
-
-// config is the new config: the App's id and files, the LXD socket found
-// here, and one pool.
-func (p *setupPlan) config(app setupApp) ([]byte, error) {
-	socket := defaultSocket
-	for _, s := range []string{defaultSocket, "/var/snap/lxd/common/lxd/unix.socket"} {
-		if _, err := os.Stat(s); err == nil {
-			socket = s
-			break
-		}
-	}
-	var b strings.Builder
-	err := setupConfig.Execute(&b, map[string]any{"Slug": app.Slug, "ID": app.ID, "API": p.api, "Key": p.paths.key,
-		"Secret": p.paths.secret, "Socket": socket, "Config": p.paths.config})
-	return []byte(b.String()), err
-}
-
-func (p *setupPlan) summary(app setupApp, install string) string {
-	owner := ""
-	if p.owner != "" {
-		owner = ", owner " + p.owner
-	}
-	return fmt.Sprintf(`
-Created the GitHub App %s (id %d): %s
-Wrote %s and %s (mode 0600%s) and %s (github.app_id: %d).
-
-Next:
-  1. Install the App on %s, for all repositories:
-     %s
-  2. Edit %s: the pools and the runner image.
-  3. lxd-gha-autoscaler doctor --config %s --webhook-url %s
-`, app.Slug, app.ID, app.HTMLURL, p.paths.key, p.paths.secret, owner, p.paths.config, app.ID,
-		p.org, install, p.paths.config, p.paths.config, p.webhookURL)
 }

@@ -143,33 +143,19 @@ func (e *env) until(what string, cond func() bool) {
 	}
 }
 
-// read returns what get reads from the state, failing the test on error.
-func read[T any](e *env, get func(fleet.Tx) (T, error)) T {
-	e.t.Helper()
-	var v T
-	if err := e.st.View(context.Background(), func(tx fleet.Tx) error {
-		var err error
-		v, err = get(tx)
-		return err
-	}); err != nil {
-		e.t.Fatal(err)
-	}
-	return v
-}
-
 func (e *env) job(id int64) fleet.Job {
 	e.t.Helper()
-	return read(e, func(tx fleet.Tx) (fleet.Job, error) { return tx.Job(id) })
+	return fleettest.Read(e.t, e.st, func(tx fleet.Tx) (fleet.Job, error) { return tx.Job(id) })
 }
 
 func (e *env) runner(name string) fleet.Runner {
 	e.t.Helper()
-	return read(e, func(tx fleet.Tx) (fleet.Runner, error) { return tx.Runner(name) })
+	return fleettest.Read(e.t, e.st, func(tx fleet.Tx) (fleet.Runner, error) { return tx.Runner(name) })
 }
 
 func (e *env) pending() int {
 	e.t.Helper()
-	return len(read(e, func(tx fleet.Tx) ([]fleet.Delivery, error) { return tx.PendingDeliveries(100) }))
+	return len(fleettest.Read(e.t, e.st, func(tx fleet.Tx) ([]fleet.Delivery, error) { return tx.PendingDeliveries(100) }))
 }
 
 // seed writes jobs, runners and timeline steps straight into the state.
@@ -356,7 +342,7 @@ func TestJobLifecycle(t *testing.T) {
 		t.Fatalf("completed: status %d, want 202", code)
 	}
 	e.until("the instance is deleted", func() bool {
-		evs := read(e, func(tx fleet.Tx) ([]fleet.Event, error) { return tx.Events(1001) })
+		evs := fleettest.Read(e.t, e.st, func(tx fleet.Tx) ([]fleet.Event, error) { return tx.Events(1001) })
 		return !e.lxd.Has(name) && e.runner(name).State == fleet.RunnerDeleted && evs[len(evs)-1].Kind == "instance_deleted"
 	})
 	if n := e.lxd.Creates(); n != 1 {

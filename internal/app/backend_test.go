@@ -126,7 +126,7 @@ func TestDrain(t *testing.T) {
 	e := newEnv(t, nil)
 	seedFleet(e)
 	drained := func() map[string]bool {
-		return read(e, func(tx fleet.Tx) (map[string]bool, error) { return tx.Drained() })
+		return fleettest.Read(e.t, e.st, func(tx fleet.Tx) (map[string]bool, error) { return tx.Drained() })
 	}
 	reason := func() string {
 		var got struct{ Jobs []admin.Job }

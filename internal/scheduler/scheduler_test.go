@@ -118,7 +118,7 @@ func (e *env) settle() {
 
 func (e *env) runnersIn(state fleet.RunnerState) []fleet.Runner {
 	e.t.Helper()
-	rs := read(e, func(tx fleet.Tx) ([]fleet.Runner, error) { return tx.Runners(0) })
+	rs := fleettest.Read(e.t, e.st, func(tx fleet.Tx) ([]fleet.Runner, error) { return tx.Runners(0) })
 	var out []fleet.Runner
 	for _, r := range rs {
 		if state == "" || r.State == state {
@@ -142,34 +142,19 @@ func (e *env) startRunners(n int) []fleet.Runner {
 	return rs
 }
 
-// read returns what get reads from the state, failing the test on error.
-func read[T any](e *env, get func(fleet.Tx) (T, error)) T {
-	e.t.Helper()
-	var v T
-	err := e.st.View(context.Background(), func(tx fleet.Tx) error {
-		var err error
-		v, err = get(tx)
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return v
-}
-
 func (e *env) job(id int64) fleet.Job {
 	e.t.Helper()
-	return read(e, func(tx fleet.Tx) (fleet.Job, error) { return tx.Job(id) })
+	return fleettest.Read(e.t, e.st, func(tx fleet.Tx) (fleet.Job, error) { return tx.Job(id) })
 }
 
 func (e *env) runner(name string) fleet.Runner {
 	e.t.Helper()
-	return read(e, func(tx fleet.Tx) (fleet.Runner, error) { return tx.Runner(name) })
+	return fleettest.Read(e.t, e.st, func(tx fleet.Tx) (fleet.Runner, error) { return tx.Runner(name) })
 }
 
 func (e *env) events(jobID int64) []fleet.Event {
 	e.t.Helper()
-	return read(e, func(tx fleet.Tx) ([]fleet.Event, error) { return tx.Events(jobID) })
+	return fleettest.Read(e.t, e.st, func(tx fleet.Tx) ([]fleet.Event, error) { return tx.Events(jobID) })
 }
 
 // timeline returns the kinds of a job's timeline steps, space-separated,

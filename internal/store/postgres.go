@@ -251,18 +251,7 @@ func (postgres) ping(ctx context.Context, db *sql.DB) error {
 }
 
 func (postgres) update(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return inTx(ctx, db, fn)
 }
 
 func (d postgres) record(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {

@@ -146,6 +146,25 @@ func (s *Store) View(ctx context.Context, fn func(fleet.Tx) error) error {
 	return fn(&Tx{tx: tx, ctx: ctx, s: s})
 }
 
+// inTx runs fn in a transaction of b (the database, or one connection of
+// it) and commits it; when fn fails, nothing of it is kept.
+func inTx(ctx context.Context, b interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, fn func(*sql.Tx) error) error {
+	tx, err := b.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // Tx is a transaction: fleet.Tx over the store's database.
 type Tx struct {
 	tx  *sql.Tx
