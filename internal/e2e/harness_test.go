@@ -31,14 +31,25 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/store/pgtest"
 )
 
 const jitRoute = "POST /orgs/{org}/actions/runners/generate-jitconfig"
+
+// stateEnv names the environment variable that says where the services
+// under test keep their state: "sqlite" (the default: a file in the
+// test's directory) or "postgres" (a database of each test's own on a
+// PostgreSQL cluster shared by the test binary). CI runs the core tests
+// both ways:
+//
+//	E2E_STATE=postgres go test -count=1 -run 'TestOneJob...' ./internal/e2e
+const stateEnv = "E2E_STATE"
 
 var (
 	binPath    string // the service binary, built once
 	runnerPath string // the dev binary: the stand-in's fake runner
 	imageAlias string // busybox + the runner, init = fake-runner
+	onPostgres bool   // E2E_STATE=postgres
 	setupErr   error
 )
 
@@ -49,6 +60,15 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	code := func() int {
+		defer pgtest.RemoveShared()
+		switch v := os.Getenv(stateEnv); v {
+		case "", "sqlite":
+		case "postgres":
+			onPostgres = true
+		default:
+			setupErr = fmt.Errorf("%s=%q: want sqlite or postgres", stateEnv, v)
+			return m.Run()
+		}
 		if _, err := os.Stat(lxdtest.SocketPath()); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: no LXD socket at %s: end-to-end tests will skip (CI always has one)\n", lxdtest.SocketPath())
 			return m.Run()
@@ -114,26 +134,52 @@ type options struct {
 	// lxdSocket is the LXD the service uses; default the machine's. With
 	// another, the test image is imported there.
 	lxdSocket string
+	// database is the URL of the PostgreSQL state. Empty: SQLite in the
+	// test's directory, or with E2E_STATE=postgres a database of the
+	// test's own on the shared cluster.
+	database string
+	// replicas is how many service processes share the state: default 1;
+	// more need a database, and the stand-in's webhooks then reach them
+	// through a fanout.
+	replicas int
+	// record puts recording proxies between each replica and the
+	// stand-in's REST API, and between each replica and LXD (env.calls).
+	record bool
 }
 
-// env is one service process with its own stand-in, profile, state and
-// name prefix, so tests do not see each other's instances.
+// env is one test's service with its own stand-in, profile, state and
+// name prefix, so tests do not see each other's instances. The service is
+// one process or several replicas of it; the first is embedded, so that a
+// test of one process says e.url, e.start() or e.logText().
 type env struct {
-	t       testing.TB
-	ctx     context.Context
-	lxd     *lxd.Client
-	fake    *ghfake.Server
-	secret  []byte
-	prefix  string
-	profile string // holds the proxy device to the stand-in
-	dir     string
-	cfgPath string
-	url     string // the service's base URL
+	*replica
+	t        testing.TB
+	ctx      context.Context
+	lxd      *lxd.Client
+	fake     *ghfake.Server
+	secret   []byte
+	prefix   string
+	profile  string // holds the proxy device to the stand-in
+	dir      string
+	database string // the PostgreSQL state's URL; "" with SQLite
+
+	replicas []*replica
+	hooks    *fanout  // between the stand-in and several replicas; nil for one
+	calls    *callLog // each replica's LXD and GitHub calls; nil unless options.record
+}
+
+// replica is one service process. The test starts, stops and signals it;
+// its logs span all its runs.
+type replica struct {
+	e       *env
+	n       int    // its index in env.replicas
+	url     string // the webhook listener's base URL
 	admin   string // the admin listener's base URL
+	cfgPath string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	logs *fleettest.LogBuffer // the service's output, all of its runs
+	logs *fleettest.LogBuffer
 	done chan struct{}
 }
 
@@ -147,6 +193,15 @@ func newEnv(t testing.TB, o options) *env {
 	t.Cleanup(cancel)
 	if o.maxInstances == 0 {
 		o.maxInstances = 4
+	}
+	if o.replicas == 0 {
+		o.replicas = 1
+	}
+	if o.database == "" && onPostgres {
+		o.database = pgtest.Shared(t).NewDatabase(t) // skips without PostgreSQL
+	}
+	if o.replicas > 1 && o.database == "" {
+		t.Fatal("several replicas need a shared database: set options.database")
 	}
 	if o.lxdSocket == "" {
 		o.lxdSocket = lxdtest.SocketPath()
@@ -167,7 +222,8 @@ func newEnv(t testing.TB, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, lxd: c, secret: []byte(randHex(16)), prefix: "e" + randHex(3) + "-", dir: t.TempDir()}
+	e := &env{t: t, ctx: ctx, lxd: c, secret: []byte(randHex(16)), prefix: "e" + randHex(3) + "-", dir: t.TempDir(),
+		database: o.database}
 	e.fake, err = ghfake.New(ghfake.Options{
 		AppID: 4242, AppPublicKey: &key.PublicKey, WebhookSecret: e.secret, Org: "acme", InstallationID: 7,
 		RunnerLostAfter:    5 * time.Second, // a dead runner fails its job soon
@@ -187,18 +243,31 @@ func newEnv(t testing.TB, o options) *env {
 	secretFile := filepath.Join(e.dir, "webhook-secret")
 	write(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	write(t, secretFile, append(e.secret, '\n'))
-	port := freePort(t)
-	e.url = "http://127.0.0.1:" + port
-	adminPort := freePort(t)
-	e.admin = "http://127.0.0.1:" + adminPort
 	poolMax := ""
 	if o.poolMax > 0 {
 		poolMax = fmt.Sprintf("\n    max_instances: %d", o.poolMax)
 	}
-	cfg := fmt.Sprintf(`%s
+	state := "state_dir: " + filepath.Join(e.dir, "state")
+	if o.database != "" {
+		state = "database: " + o.database
+	}
+	if o.record {
+		e.calls = &callLog{}
+	}
+	var hookURLs []string
+	for n := 0; n < o.replicas; n++ {
+		port, adminPort := freePort(t), freePort(t)
+		r := &replica{e: e, n: n, url: "http://127.0.0.1:" + port, admin: "http://127.0.0.1:" + adminPort,
+			cfgPath: filepath.Join(e.dir, fmt.Sprintf("config-%d.yaml", n)), logs: &fleettest.LogBuffer{}}
+		apiURL, socket := e.fake.URL(), o.lxdSocket
+		if o.record {
+			apiURL = recordGitHub(t, e.calls, n, e.fake.URL())
+			socket = recordLXD(t, e.calls, n, o.lxdSocket)
+		}
+		cfg := fmt.Sprintf(`%s
 listen: 127.0.0.1:%s
 admin_listen: 127.0.0.1:%s
-state_dir: %s
+%s
 runner_prefix: %s
 github:
   api_url: %s
@@ -215,22 +284,40 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, o.lxdSocket,
-		o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
-	e.cfgPath = filepath.Join(e.dir, "config.yaml")
-	write(t, e.cfgPath, []byte(cfg))
-	e.fake.SetWebhookURL(e.url + "/webhook")
+%s`, o.top, port, adminPort, state, e.prefix, apiURL, keyFile, secretFile, socket,
+			o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
+		write(t, r.cfgPath, []byte(cfg))
+		e.replicas = append(e.replicas, r)
+		hookURLs = append(hookURLs, r.url+"/webhook")
+	}
+	e.replica = e.replicas[0]
+	if len(hookURLs) > 1 {
+		e.hooks = newFanout(t, hookURLs)
+		e.fake.SetWebhookURL(e.hooks.url)
+	} else {
+		e.fake.SetWebhookURL(hookURLs[0])
+	}
 
-	e.start()
+	for _, r := range e.replicas {
+		r.start()
+	}
 	t.Cleanup(func() {
-		e.stop(syscall.SIGTERM)
+		for _, r := range e.replicas {
+			r.stop(syscall.SIGTERM)
+		}
 		// Leave LXD clean whatever happened; the tests assert on leftovers
 		// themselves before this runs.
 		for _, in := range e.instances() {
 			_ = c.Delete(context.Background(), in.Name)
 		}
 		if t.Failed() {
-			t.Logf("service log:\n%s", e.logText())
+			for _, r := range e.replicas {
+				if len(e.replicas) == 1 {
+					t.Logf("service log:\n%s", r.logText())
+				} else {
+					t.Logf("service log of replica %d:\n%s", r.n, r.logText())
+				}
+			}
 		}
 	})
 	return e
@@ -255,30 +342,28 @@ func freePort(t testing.TB) string {
 }
 
 // start runs the service binary and waits for /healthz.
-func (e *env) start() {
+func (r *replica) start() {
+	e := r.e
 	e.t.Helper()
-	e.mu.Lock()
-	if e.logs == nil {
-		e.logs = &fleettest.LogBuffer{}
-	}
-	cmd := exec.Command(binPath, "serve", "--config", e.cfgPath, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	r.mu.Lock()
+	cmd := exec.Command(binPath, "serve", "--config", r.cfgPath, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = r.logs, r.logs
 	if err := cmd.Start(); err != nil {
-		e.mu.Unlock()
+		r.mu.Unlock()
 		e.t.Fatal(err)
 	}
-	e.cmd = cmd
+	r.cmd = cmd
 	done := make(chan struct{})
-	e.done = done
-	e.mu.Unlock()
+	r.done = done
+	r.mu.Unlock()
 	go func() { _ = cmd.Wait(); close(done) }()
 	e.eventually("service healthy", 30*time.Second, func() bool {
 		select {
 		case <-done:
-			e.t.Fatalf("service exited at start:\n%s", e.logText())
+			e.t.Fatalf("service exited at start:\n%s", r.logText())
 		default:
 		}
-		resp, err := http.Get(e.url + "/healthz")
+		resp, err := http.Get(r.url + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -288,14 +373,16 @@ func (e *env) start() {
 }
 
 // stop signals the service and waits for it to exit.
-func (e *env) stop(sig syscall.Signal) {
-	e.mu.Lock()
-	cmd, done := e.cmd, e.done
-	e.cmd = nil
-	e.mu.Unlock()
+func (r *replica) stop(sig syscall.Signal) {
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.cmd = nil
+	r.mu.Unlock()
 	if cmd == nil {
 		return
 	}
+	// A stopped process (SIGSTOP) cannot act on sig until it runs again.
+	_ = cmd.Process.Signal(syscall.SIGCONT)
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
@@ -309,15 +396,11 @@ func (e *env) stop(sig syscall.Signal) {
 			_ = cmd.Process.Kill()
 			<-done
 		}
-		e.t.Errorf("service did not stop within 30s after %v", sig)
+		r.e.t.Errorf("service did not stop within 30s after %v", sig)
 	}
 }
 
-func (e *env) logText() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.logs.String()
-}
+func (r *replica) logText() string { return r.logs.String() }
 
 // instances lists LXD instances of this test's service.
 func (e *env) instances() []fleet.Instance {
@@ -387,12 +470,15 @@ func (e *env) waitLog(want string) {
 	e.eventually(fmt.Sprintf("a log line with %q", want), 10*time.Second, func() bool { return strings.Contains(e.logText(), want) })
 }
 
-// checkNoSecrets fails if any secret reached the service's logs: the
-// webhook secret, the App key, an installation token, or a JIT config
-// (base64 of a JSON object, so it starts with "eyJ").
+// checkNoSecrets fails if any secret reached the service's logs (every
+// replica's): the webhook secret, the App key, an installation token, or
+// a JIT config (base64 of a JSON object, so it starts with "eyJ").
 func (e *env) checkNoSecrets() {
 	e.t.Helper()
-	logs := e.logText()
+	var logs string
+	for _, r := range e.replicas {
+		logs += r.logText()
+	}
 	for what, s := range map[string]string{
 		"webhook secret": string(e.secret), "private key": "PRIVATE KEY", "installation token": "ghs_", "JIT config": "eyJ",
 	} {
