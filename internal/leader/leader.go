@@ -7,9 +7,11 @@
 // database's clock), renewed every TTL/3. The leader measures its lease by
 // its own monotonic clock from the moment it asked for it: it cannot have
 // expired before then plus TTL. A guard on every outside call (LXD,
-// GitHub) refuses calls after that point less a margin, and bounds each
-// call's context by it, so a leader that stopped renewing (a partition, a
-// long pause, SIGSTOP) makes no call once a follower may have taken over.
+// GitHub) refuses calls after that point less a margin, and cancels the
+// calls in flight when it passes (the term ends then), so a leader that
+// stopped renewing (a partition, a long pause, SIGSTOP) makes no call once
+// a follower may have taken over. A call of a leader that keeps renewing
+// may take longer than the lease: launching an instance does.
 // Its writes are fenced too (internal/store's Fence): each transaction
 // checks the epoch.
 package leader
@@ -70,6 +72,9 @@ type Elector struct {
 	epoch      int64     // 0: not leading
 	validUntil time.Time // no call after this
 	since      time.Time
+	// termCtx ends with the term: when the lease is lost or lapses, at
+	// the latest at validUntil. Calls in flight end with it.
+	termCtx context.Context
 }
 
 // New builds an elector. onEpoch, when set, is told each new epoch and 0
@@ -150,15 +155,15 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 
 // term leads under epoch, whose lease was asked for at asked.
 func (e *Elector) term(ctx context.Context, epoch int64, asked time.Time, lead func(context.Context) error) error {
+	tctx, cancel := context.WithCancel(ctx)
 	e.mu.Lock()
-	e.epoch, e.since, e.validUntil = epoch, e.clock.Now(), asked.Add(e.cfg.TTL-e.margin())
+	e.epoch, e.since, e.validUntil, e.termCtx = epoch, e.clock.Now(), asked.Add(e.cfg.TTL-e.margin()), tctx
 	e.mu.Unlock()
 	e.onEpoch(epoch)
 	e.m.LeaderRole(true)
 	e.m.LeaderChange()
 	e.log.Info().Int64("epoch", epoch).Msg("took the lead")
 
-	tctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- lead(tctx) }()
 	why, err := e.hold(tctx, epoch, done)
@@ -194,9 +199,7 @@ func (e *Elector) hold(ctx context.Context, epoch int64, done <-chan error) (str
 	tick := e.clock.NewTicker(e.interval())
 	defer tick.Stop()
 	for {
-		e.mu.Lock()
-		left := e.validUntil.Sub(e.clock.Now())
-		e.mu.Unlock()
+		left := e.left()
 		if left <= 0 {
 			return "the lease lapsed before a renewal went through", nil
 		}
@@ -212,7 +215,12 @@ func (e *Elector) hold(ctx context.Context, epoch int64, done <-chan error) (str
 			return "the lease lapsed before a renewal went through", nil
 		case <-tick.C():
 		}
+		// The process may have been paused in the select (SIGSTOP), with
+		// the tick as ready as the lapse: measure again.
 		asked := e.clock.Now()
+		if left = e.left(); left <= 0 {
+			return "the lease lapsed before a renewal went through", nil
+		}
 		rctx, cancel := context.WithTimeout(ctx, min(e.interval(), left))
 		err := e.leases.Renew(rctx, e.cfg.Holder, epoch, e.cfg.TTL)
 		cancel()
@@ -234,17 +242,28 @@ func (e *Elector) hold(ctx context.Context, epoch int64, done <-chan error) (str
 	}
 }
 
-// guard returns a context for one outside call that ends before the lease
-// could lapse, or fleet.ErrNotLeader when this replica does not lead.
+// left is how long this replica may still call out, by its own clock.
+func (e *Elector) left() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.validUntil.Sub(e.clock.Now())
+}
+
+// guard returns a context for one outside call that ends with the term,
+// that is before the lease could lapse, or fleet.ErrNotLeader when this
+// replica does not lead. It is not a deadline of its own: each renewal
+// moves the lapse, and a call may take longer than one lease time (an
+// instance's create and start did, under load, and were cut short).
 func (e *Elector) guard(ctx context.Context) (context.Context, context.CancelFunc, error) {
 	e.mu.Lock()
-	leading, left := e.epoch != 0, e.validUntil.Sub(e.clock.Now())
+	leading, left, term := e.epoch != 0, e.validUntil.Sub(e.clock.Now()), e.termCtx
 	e.mu.Unlock()
-	if !leading || left <= 0 {
+	if !leading || left <= 0 || term.Err() != nil {
 		return ctx, func() {}, fleet.ErrNotLeader
 	}
-	ctx, cancel := context.WithTimeout(ctx, left)
-	return ctx, cancel, nil
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(term, cancel)
+	return ctx, func() { stop(); cancel() }, nil
 }
 
 type nopMetrics struct{}

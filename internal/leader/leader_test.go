@@ -269,3 +269,50 @@ func lastEpoch(ch chan int64) int64 {
 		}
 	}
 }
+
+// A call in flight lives as long as the term, not one lease time: a leader
+// that keeps renewing may take longer over a call than its lease lasts
+// (an instance's create and start do, under load). When the renewals stop
+// going through, the call is cancelled before the lease could lapse. On
+// the wall clock, with a short lease: the cut is a timer's.
+func TestCallInFlightEndsWithTheTerm(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	l := &leases{clock: fleettest.NewClock(time.Time{})} // its lease never expires by itself
+	e := leader.New(leader.Config{Holder: "r1", TTL: ttl}, l, fleet.WallClock, nil, nil, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	led := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Run(ctx, func(ctx context.Context) error { led <- struct{}{}; <-ctx.Done(); return nil })
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-led:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never took the lead")
+	}
+
+	call, end, err := e.Guard(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer end()
+	time.Sleep(4 * ttl)
+	if call.Err() != nil {
+		t.Fatal("a call in flight was cut short though every renewal went through")
+	}
+
+	l.set(func(l *leases) { l.renewErr = errors.New("connection refused") })
+	stopped := time.Now()
+	select {
+	case <-call.Done():
+		if took := time.Since(stopped); took >= ttl {
+			t.Fatalf("the call was cancelled %v after the renewals stopped, want before the lease time %v", took, ttl)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was not cancelled when the lease lapsed")
+	}
+	if _, _, err := e.Guard(context.Background()); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("a call after the lapse: %v, want ErrNotLeader", err)
+	}
+}
