@@ -40,9 +40,10 @@ const (
 	// ModeRegistration: not online or busy within the registration timeout.
 	// Ask GitHub first; an online or busy runner is kept.
 	ModeRegistration DeleteMode = "registration_timeout"
-	// ModeForce: the job ran past max_job_duration, or the runner is
-	// abandoned (its launch was interrupted). Delete the instance, then
-	// remove the GitHub record as far as GitHub allows.
+	// ModeForce: the job ran past max_job_duration, the instance is gone
+	// or stopped, or a launch was interrupted before GitHub had a record
+	// of its runner. Delete the instance, then remove the GitHub record
+	// as far as GitHub allows.
 	ModeForce DeleteMode = "force"
 )
 

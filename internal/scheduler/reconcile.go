@@ -75,7 +75,16 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 					}
 					continue
 				}
+				// Not running yet is not the same as never running: the
+				// start may still be under way at LXD (a leader that lost
+				// its lease a moment ago asked for it), and its runner may
+				// take a job the moment it is up. So, like a launch that
+				// failed at create, it goes as a surplus runner: GitHub's
+				// record first, kept if GitHub says it is busy.
 				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "launch interrupted"
+				if r.RunnerID != 0 {
+					r.DeleteMode = fleet.ModeSurplus
+				}
 			case fleet.RunnerStarted, fleet.RunnerBusy:
 				if running {
 					continue

@@ -515,6 +515,35 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
+// A launch interrupted while LXD was still starting its instance (the
+// leader that asked lost its lease a moment before): the instance is not
+// running yet when the next term reconciles, but its runner may be up a
+// moment later and take a job. GitHub is asked first, and a busy runner
+// is kept.
+func TestReconcileKeepsInterruptedLaunchWhoseRunnerTookAJob(t *testing.T) {
+	e := newEnv(t, testConfig())
+	err := e.st.Update(context.Background(), func(tx fleet.Tx) error {
+		return tx.PutRunner(fleet.Runner{Name: "gha-linux-late", Pool: "linux", Org: "acme", InstallationID: 1,
+			RunnerID: 78, State: fleet.RunnerLaunching, CreatedAt: t0})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lxd.Put(fleet.Instance{Name: "gha-linux-late", Managed: true, State: fleet.InstanceStopped,
+		Labels: fleet.InstanceLabels{Owner: "gha-", RunnerID: 78, Org: "acme", InstallationID: 1}})
+	e.gh.Add(78, fleettest.GitHubRunner{Name: "gha-linux-late", Online: true, Busy: true})
+	if err := e.s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if got := strings.Join(e.lxd.Names(), " "); got != "gha-linux-late" {
+		t.Fatalf("instances left: %q; the runner that took a job was deleted", got)
+	}
+	if r := e.runner("gha-linux-late"); r.State != fleet.RunnerBusy {
+		t.Fatalf("runner is %s (%s), want kept busy", r.State, r.Reason)
+	}
+}
+
 func TestShutdownCancelsStuckLaunchAfterGrace(t *testing.T) {
 	cfg := testConfig()
 	grace := DefaultTimeouts.ShutdownGrace
