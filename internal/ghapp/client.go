@@ -198,6 +198,7 @@ func New(cfg Config, log zerolog.Logger) (*Client, error) {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	base = originGuard{base: base, scheme: apiURL.Scheme, host: apiURL.Host}
+	base = permitted{base}
 	c := &Client{
 		log:       log.With().Str("component", "ghapp").Logger(),
 		apiURL:    apiURL,
@@ -335,4 +336,19 @@ func (c *Client) CheckToken(ctx context.Context, installationID int64) error {
 		return fmt.Errorf("installation %d: cannot get a token: %w", installationID, err)
 	}
 	return nil
+}
+
+// permitted sends a request only if its context's permit allows it
+// (fleet.WithPermit): a leader whose lease may have lapsed sends nothing,
+// token requests and retries included.
+type permitted struct{ base http.RoundTripper }
+
+func (p permitted) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := fleet.Permitted(req.Context()); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	return p.base.RoundTrip(req)
 }

@@ -526,3 +526,24 @@ func TestJITRateLimiter(t *testing.T) {
 		t.Fatalf("JIT requests that reached GitHub = %d, want 3", n)
 	}
 }
+
+// A request under a refused permit (a leader whose lease may have lapsed)
+// is not sent, token requests included, and not retried; a cleanup on a
+// context without cancellation keeps the permit.
+func TestPermitRefusedSendsNothing(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	r := e.jit("r1")
+	before := e.fake.Requests()
+	refused := fleet.WithPermit(ctx(t), func() error { return fleet.ErrNotLeader })
+	if err := e.c.RemoveRunner(context.WithoutCancel(refused), instID, org, r.RunnerID); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("remove under a refused permit: %v, want ErrNotLeader", err)
+	}
+	e.c.forget(instID) // the next call would need a token first
+	if _, err := e.c.GenerateJITConfig(refused, fleet.JITRequest{InstallationID: instID, Org: org, Name: "r2",
+		Labels: []string{"self-hosted"}}); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("JIT config under a refused permit: %v, want ErrNotLeader", err)
+	}
+	if after := e.fake.Requests(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("requests reached GitHub: before %v, after %v", before, after)
+	}
+}

@@ -156,6 +156,8 @@ func classify(err error, attemptTimedOut bool) verdict {
 	switch {
 	case errors.Is(err, ErrOtherHost):
 		return verdict{kind: permanent} // not sent, and would not be the next time
+	case errors.Is(err, fleet.ErrNotLeader):
+		return verdict{kind: permanent} // refused before it was sent: no longer the leader
 	case errors.As(err, &rl):
 		at := rl.Rate.Reset.Time
 		if at.IsZero() {

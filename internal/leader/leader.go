@@ -7,8 +7,9 @@
 // database's clock), renewed every TTL/3. The leader measures its lease by
 // its own monotonic clock from the moment it asked for it: it cannot have
 // expired before then plus TTL. A guard on every outside call (LXD,
-// GitHub) refuses calls after that point less a margin, and cancels the
-// calls in flight when it passes (the term ends then), so a leader that
+// GitHub) refuses calls after that point less a margin, cancels the calls
+// in flight when it passes (the term ends then), and has the LXD and
+// GitHub clients refuse each request after it, so a leader that
 // stopped renewing (a partition, a long pause, SIGSTOP) makes no call once
 // a follower may have taken over. A call of a leader that keeps renewing
 // may take longer than the lease: launching an instance does.
@@ -254,6 +255,12 @@ func (e *Elector) left() time.Duration {
 // replica does not lead. It is not a deadline of its own: each renewal
 // moves the lapse, and a call may take longer than one lease time (an
 // instance's create and start did, under load, and were cut short).
+//
+// The context also carries a permit (fleet.WithPermit) that the LXD and
+// GitHub clients check, by this replica's clock, before each request: a
+// call that a stopped process resumes cannot send one more before the
+// cancellation reaches it, and a cleanup on context.WithoutCancel(ctx)
+// (which drops the cancellation, not the permit) sends none either.
 func (e *Elector) guard(ctx context.Context) (context.Context, context.CancelFunc, error) {
 	e.mu.Lock()
 	leading, left, term := e.epoch != 0, e.validUntil.Sub(e.clock.Now()), e.termCtx
@@ -263,6 +270,12 @@ func (e *Elector) guard(ctx context.Context) (context.Context, context.CancelFun
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(term, cancel)
+	ctx = fleet.WithPermit(ctx, func() error {
+		if term.Err() != nil || e.left() <= 0 {
+			return fleet.ErrNotLeader
+		}
+		return nil
+	})
 	return ctx, func() { stop(); cancel() }, nil
 }
 

@@ -316,3 +316,25 @@ func TestCallInFlightEndsWithTheTerm(t *testing.T) {
 		t.Fatalf("a call after the lapse: %v, want ErrNotLeader", err)
 	}
 }
+
+// Once the lease may have lapsed, a call's permit refuses at once, by the
+// replica's own clock, before the cancellation reaches the call, and also
+// under a context that dropped the cancellation (a cleanup's).
+func TestPermitRefusesOnceTheLeaseMayHaveLapsed(t *testing.T) {
+	v := start(t)
+	v.lead()
+	call, end, err := v.e.Guard(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer end()
+	cleanup := context.WithoutCancel(call)
+	if err := fleet.Permitted(cleanup); err != nil {
+		t.Fatalf("permit while leading: %v", err)
+	}
+	v.leases.set(func(l *leases) { l.renewErr = errors.New("connection refused") })
+	v.clock.Advance(ttl) // in one step, as a process that was stopped sees it
+	if err := fleet.Permitted(cleanup); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("permit after the lease time: %v, want ErrNotLeader", err)
+	}
+}

@@ -10,9 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
+	"github.com/canonical/lxd/shared/api"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
 // Client talks to one LXD server (or cluster) in one project. It is safe for
@@ -37,7 +40,8 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 	defer cancel()
 
-	args := &lxdclient.ConnectionArgs{UserAgent: "lxd-gha-autoscaler"}
+	args := &lxdclient.ConnectionArgs{UserAgent: "lxd-gha-autoscaler",
+		TransportWrapper: func(t *http.Transport) lxdclient.HTTPTransporter { return permitted{t} }}
 	var (
 		s   lxdclient.InstanceServer
 		err error
@@ -73,7 +77,7 @@ func (c *Client) server(ctx context.Context, target string) lxdclient.InstanceSe
 	if target != "" {
 		s = s.UseTarget(target)
 	}
-	return s.(ctxServer).WithContext(ctx)
+	return permittedServer{s.(ctxServer).WithContext(ctx), ctx}
 }
 
 // call bounds one public call by OpTimeout.
@@ -142,4 +146,51 @@ func (c *Client) Ping(ctx context.Context) error {
 		return classify(fmt.Errorf("ping lxd: %w", err))
 	}
 	return nil
+}
+
+// permitted sends a request only if its context's permit allows it
+// (fleet.WithPermit): a leader whose lease may have lapsed sends nothing,
+// its cleanups on a context without cancellation included.
+type permitted struct{ t *http.Transport }
+
+func (p permitted) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := fleet.Permitted(req.Context()); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	return p.t.RoundTrip(req)
+}
+
+func (p permitted) Transport() *http.Transport { return p.t }
+
+// permittedServer checks ctx's permit before each call that starts an
+// operation. The client opens its event stream before it sends such a
+// call, over a websocket that permitted does not see: a leader whose lease
+// may have lapsed must not open that either.
+type permittedServer struct {
+	lxdclient.InstanceServer
+	ctx context.Context
+}
+
+func (s permittedServer) CreateInstance(req api.InstancesPost) (lxdclient.Operation, error) {
+	if err := fleet.Permitted(s.ctx); err != nil {
+		return nil, err
+	}
+	return s.InstanceServer.CreateInstance(req)
+}
+
+func (s permittedServer) UpdateInstanceState(name string, state api.InstanceStatePut, etag string) (lxdclient.Operation, error) {
+	if err := fleet.Permitted(s.ctx); err != nil {
+		return nil, err
+	}
+	return s.InstanceServer.UpdateInstanceState(name, state, etag)
+}
+
+func (s permittedServer) DeleteInstance(name string) (lxdclient.Operation, error) {
+	if err := fleet.Permitted(s.ctx); err != nil {
+		return nil, err
+	}
+	return s.InstanceServer.DeleteInstance(name)
 }

@@ -320,6 +320,39 @@ func TestDelete(t *testing.T) {
 	}
 }
 
+// Under a refused permit (a leader whose lease may have lapsed) no request
+// is sent, whatever the call, and a context that drops the cancellation
+// keeps the permit: the cleanups in Create use one.
+func TestPermitRefusedSendsNothing(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	ctx := lxdtest.Ctx(t)
+	_, fp := lxdtest.Image(t, c, devimage.Options{})
+	name := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, name)
+	if err := c.Create(ctx, fleet.InstanceSpec{Name: name, Image: fp}); err != nil {
+		t.Fatal(err)
+	}
+	refused := context.WithoutCancel(fleet.WithPermit(ctx, func() error { return fleet.ErrNotLeader }))
+	if err := c.Delete(refused, name); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("Delete under a refused permit = %v, want ErrNotLeader", err)
+	}
+	if _, err := c.List(refused); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("List under a refused permit = %v, want ErrNotLeader", err)
+	}
+	if in, err := c.Get(ctx, name); err != nil || !in.Running() {
+		t.Fatalf("the instance after a refused Delete: %+v, %v; want it running", in, err)
+	}
+	other := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, other)
+	if err := c.Create(refused, fleet.InstanceSpec{Name: other, Image: fp}); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("Create under a refused permit = %v, want ErrNotLeader", err)
+	}
+	if _, err := c.Get(ctx, other); !errors.Is(err, fleet.ErrNotFound) {
+		t.Fatalf("Get of an instance whose create was refused = %v, want ErrNotFound", err)
+	}
+}
+
 func TestEphemeralInstanceGoesAwayWhenInitExits(t *testing.T) {
 	t.Parallel()
 	c := lxdtest.Connect(t)
