@@ -310,6 +310,11 @@ pools:
 		for _, in := range e.instances() {
 			_ = c.Delete(context.Background(), in.Name)
 		}
+		if t.Failed() && e.calls != nil {
+			if f := e.calls.failures(); len(f) > 0 {
+				t.Logf("calls the recording proxies could not pass on:\n%s", strings.Join(f, "\n"))
+			}
+		}
 		if t.Failed() {
 			for _, r := range e.replicas {
 				if len(e.replicas) == 1 {

@@ -41,16 +41,32 @@ func (c call) String() string {
 	return s
 }
 
-// callLog gathers the calls of every replica.
+// callLog gathers the calls of every replica, and the proxies' failures
+// to pass one on.
 type callLog struct {
-	mu    sync.Mutex
-	calls []call
+	mu     sync.Mutex
+	calls  []call
+	failed []string
 }
 
 func (l *callLog) add(c call) {
 	l.mu.Lock()
 	l.calls = append(l.calls, c)
 	l.mu.Unlock()
+}
+
+// fail notes a call the proxy could not pass on.
+func (l *callLog) fail(n int, to string, r *http.Request, err error) {
+	l.mu.Lock()
+	l.failed = append(l.failed, fmt.Sprintf("%s replica %d: %s %s %s: %v", time.Now().Format("15:04:05.000"), n, to, r.Method, r.URL.Path, err))
+	l.mu.Unlock()
+}
+
+// failures returns what fail noted.
+func (l *callLog) failures() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.failed...)
 }
 
 // all returns the calls so far, in order of arrival.
@@ -72,7 +88,7 @@ func (l *callLog) named(to string) []string {
 	return out
 }
 
-var quietProxy = log.New(io.Discard, "", 0) // a killed replica's requests fail: not news
+var quietProxy = log.New(io.Discard, "", 0) // an aborted handler is not news
 
 // recordGitHub starts a proxy in front of the stand-in's REST API at
 // target that records replica n's calls, and returns the API URL for
@@ -91,7 +107,10 @@ func recordGitHub(t testing.TB, calls *callLog, n int, target string) string {
 			// proxy's, the next page comes through here too.
 			r.Out.Host = r.In.Host
 		},
-		ErrorLog: quietProxy,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			calls.fail(n, "github", r, err)
+			w.WriteHeader(http.StatusBadGateway) // what a proxy in front of GitHub would say
+		},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := call{replica: n, to: "github", at: time.Now(), method: r.Method, path: r.URL.Path}
@@ -134,7 +153,13 @@ func recordLXD(t testing.TB, calls *callLog, n int, socket string) string {
 			MaxIdleConnsPerHost: 8,
 		},
 		FlushInterval: -1,
-		ErrorLog:      quietProxy,
+		// LXD's socket has no proxy in front of it: a request it did not
+		// take must look to the client as it would without this one, a
+		// connection closed without an answer, not a 502.
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			calls.fail(n, "lxd", r, err)
+			panic(http.ErrAbortHandler)
+		},
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

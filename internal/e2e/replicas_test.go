@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -59,7 +60,7 @@ func TestReplicasKillNine(t *testing.T) {
 	t.Logf("kill -9 of a follower (replica %d, %d jobs done)", follower, completed(e))
 	e.replicas[follower].stop(syscall.SIGKILL)
 
-	e.waitCompleted(ids...)
+	e.waitCompletedWithin(2*time.Minute, ids...)
 	e.waitNoInstances()
 	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
 	e.eventually("no live runners in the state", 30*time.Second, func() bool { return liveRunners(t, db) == 0 })
@@ -114,7 +115,7 @@ func TestReplicasStoppedLeaderMakesNoCalls(t *testing.T) {
 	t.Logf("takeover after SIGSTOP of the leader (replica %d): replica %d took the lead %v later (SIGCONT after %v)",
 		old, next, took.Round(time.Millisecond), resumed.Sub(stopped).Round(time.Millisecond))
 
-	e.waitCompleted(ids...)
+	e.waitCompletedWithin(time.Minute, ids...)
 	e.waitNoInstances()
 	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
 	e.replicas[old].waitLog("lost the lead")
@@ -174,9 +175,7 @@ func TestReplicasDatabaseOutage(t *testing.T) {
 	queue(16)
 	// Jobs running when the database goes away: their webhooks come in
 	// the window.
-	e.eventually("a few jobs done and more running", 2*time.Minute, func() bool {
-		return completed(e) >= 4 && inProgress(e) >= 3
-	})
+	e.eventually("jobs running", 2*time.Minute, func() bool { return inProgress(e) >= 3 })
 
 	t.Logf("stopping PostgreSQL (%d jobs done, %d running)", completed(e), inProgress(e))
 	if err := pg.Stop(ctx); err != nil {
@@ -194,10 +193,8 @@ func TestReplicasDatabaseOutage(t *testing.T) {
 	}
 	t.Logf("PostgreSQL back after %v", time.Since(down).Round(time.Millisecond))
 
-	e.waitCompleted(ids...)
-	e.waitNoInstances()
-	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
-
+	// Checked at once, before the jobs are waited for: a delivery answered
+	// 2xx but not stored would leave its job waiting for good.
 	// A commit that went through just before the database stopped may be
 	// answered a moment after pg_ctl returned: the window starts 1 s later.
 	from := down.Add(time.Second)
@@ -210,38 +207,22 @@ func TestReplicasDatabaseOutage(t *testing.T) {
 		case a.ok():
 			accepted++
 			t.Errorf("replica %d answered %d to delivery %s while the database was away", a.replica, a.status, a.guid)
-		case a.status == 503:
+		case a.status == http.StatusServiceUnavailable:
 			refused++
 		}
 	}
 	if refused == 0 {
 		t.Error("no webhook was answered 503 while the database was away: the outage was not tested")
 	}
-	stored := map[string]bool{}
-	rows, err := db.QueryContext(ctx, `SELECT delivery_id FROM deliveries`)
-	if err != nil {
-		t.Fatal(err)
+	e.checkStored(db)
+	if t.Failed() {
+		t.FailNow()
 	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		stored[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows.Close()
-	var answered int
-	for _, a := range e.hooks.all() {
-		if a.ok() && a.guid != "" {
-			answered++
-			if !stored[a.guid] {
-				t.Errorf("delivery %s was answered %d by replica %d but is not in the deliveries table", a.guid, a.status, a.replica)
-			}
-		}
-	}
+
+	e.waitCompletedWithin(90*time.Second, ids...)
+	e.waitNoInstances()
+	e.eventually("no runner records left", time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
+	answered := e.checkStored(db)
 	var failed, redelivered int
 	for _, d := range e.fake.Deliveries() {
 		if d.Failed {
@@ -254,6 +235,52 @@ func TestReplicasDatabaseOutage(t *testing.T) {
 	t.Logf("while the database was away: %d answers 503, %d 2xx; overall %d 2xx answers, all stored; "+
 		"GitHub listed %d deliveries failed and made %d redeliveries", refused, accepted, answered, failed, redelivered)
 	e.checkLaunches(db, ids)
+}
+
+// checkStored checks that every delivery a replica answered 2xx so far is
+// in the deliveries table, and returns how many such answers there were.
+func (e *env) checkStored(db *sql.DB) int {
+	t := e.t
+	t.Helper()
+	stored := map[string]bool{}
+	rows, err := db.QueryContext(e.ctx, `SELECT delivery_id FROM deliveries`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		stored[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	answered := 0
+	for _, a := range e.hooks.all() {
+		if a.ok() && a.guid != "" {
+			answered++
+			if !stored[a.guid] {
+				t.Errorf("delivery %s was answered %d by replica %d but is not in the deliveries table", a.guid, a.status, a.replica)
+			}
+		}
+	}
+	return answered
+}
+
+// waitCompletedWithin waits for the jobs to complete, for d at most.
+func (e *env) waitCompletedWithin(d time.Duration, ids ...int64) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, d)
+	defer cancel()
+	for _, id := range ids {
+		_, err := e.fake.WaitJob(ctx, id, func(j ghfake.JobView) bool { return j.Status == ghfake.StatusCompleted })
+		if err != nil {
+			e.t.Fatalf("job %d did not complete within %v: %v (%d of %d jobs completed)", id, d, err, completed(e), len(ids))
+		}
+	}
 }
 
 func inProgress(e *env) int {
