@@ -55,9 +55,13 @@ func OpenPostgres(ctx context.Context, url, password string, opts Options) (*Sto
 	}
 	// A transaction left open by a process that froze (SIGSTOP, a long
 	// pause) holds its locks until the server ends it: the lease row's
-	// among them, which would block a takeover for as long as the freeze.
+	// among them, which blocks a takeover for as long as the freeze. The
+	// server ends it after the lease time (leader.DefaultTTL), so that a
+	// follower takes over while the leader is frozen; at 10 s a leader
+	// stopped for twice its lease was not replaced, and led again when it
+	// woke. No transaction of ours waits on anything but the database.
 	for k, v := range map[string]string{
-		"idle_in_transaction_session_timeout": "10s",
+		"idle_in_transaction_session_timeout": "3s",
 		"application_name":                    "lxd-gha-autoscaler",
 	} {
 		if _, ok := cfg.RuntimeParams[k]; !ok {

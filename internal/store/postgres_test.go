@@ -105,3 +105,57 @@ func TestListenWakesOnFreshDeliveries(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// A leader frozen (SIGSTOP) inside a fenced transaction holds the lease
+// row's lock, and a takeover waits for it. The server ends such a
+// transaction within the lease time, so a follower takes over while the
+// leader is still frozen, and the frozen write never commits.
+func TestTakeoverPastAFrozenTransaction(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	a := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	b := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	la, err := a.Leases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, _ := b.Leases()
+	const ttl = time.Second
+	epoch, ok, err := la.TryLead(ctx, "a", ttl)
+	if err != nil || !ok {
+		t.Fatalf("a takes the lease: %v %v", ok, err)
+	}
+	fence := a.Fence("a")
+	fence.SetEpoch(epoch)
+	inside, thaw := make(chan struct{}), make(chan struct{})
+	frozen := make(chan error, 1)
+	go func() {
+		frozen <- fence.Update(ctx, func(tx fleet.Tx) error {
+			close(inside)
+			<-thaw
+			return tx.SetDrained("linux", true)
+		})
+	}()
+	<-inside
+	start := time.Now()
+	for {
+		if _, ok, _ := lb.TryLead(ctx, "b", ttl); ok {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("b never took the lease")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(start)
+	close(thaw)
+	if err := <-frozen; err == nil {
+		t.Error("the frozen leader's write committed after the takeover")
+	}
+	// Within twice the service's lease time (3 s): a leader stopped that
+	// long must have been replaced.
+	if took > 6*time.Second {
+		t.Fatalf("the takeover waited %v for the frozen transaction", took)
+	}
+	t.Logf("takeover past a frozen transaction after %v", took.Round(time.Millisecond))
+}
