@@ -39,10 +39,13 @@ const jitRoute = "POST /orgs/{org}/actions/runners/generate-jitconfig"
 // stateEnv names the environment variable that says where the services
 // under test keep their state: "sqlite" (the default: a file in the
 // test's directory) or "postgres" (a database of each test's own on a
-// PostgreSQL cluster shared by the test binary). CI runs the core tests
-// both ways:
+// PostgreSQL cluster shared by the test binary, removed at the end). CI
+// runs the core tests on PostgreSQL too:
 //
-//	E2E_STATE=postgres go test -count=1 -run 'TestOneJob...' ./internal/e2e
+//	E2E_STATE=postgres go test -count=1 -timeout 15m -run '^(TestOneJobThroughItsWholeLife|TestThirtyJobsFourSlots|TestDuplicateDeliveries|TestCancelledQueuedJob|TestCancelledJobsRunnerIsRemoved|TestRestartDoesNotRelaunch|TestKillNineTwice)$' ./internal/e2e
+//
+// The tests of several replicas (replicas_test.go) run on PostgreSQL
+// whatever it says.
 const stateEnv = "E2E_STATE"
 
 var (
