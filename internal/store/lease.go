@@ -35,6 +35,13 @@ const leaseLockTimeout = "1s"
 // ttl, under a new epoch. ok is false when another replica holds it.
 func (l *Leases) TryLead(ctx context.Context, holder string, ttl time.Duration) (epoch int64, ok bool, err error) {
 	err = l.tx(ctx, func(tx *sql.Tx) error {
+		// FOR UPDATE waits for the transactions of the leader that are
+		// under way (they hold the row FOR KEY SHARE; see Fence), so a
+		// new term cannot begin while an old one still writes. A plain
+		// UPDATE would not: it takes the weaker lock a renewal takes.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM leader_lease WHERE id = 1 FOR UPDATE`); err != nil {
+			return err
+		}
 		err := tx.QueryRowContext(ctx, `UPDATE leader_lease
 			SET holder = $1, epoch = epoch + 1, acquired_at = clock_timestamp(),
 				expires_at = clock_timestamp() + $2 * interval '1 millisecond'
@@ -126,8 +133,10 @@ func (l *Leases) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 // Fence is a view of the store for the leader: every Update first checks,
 // in the same transaction, that the lease still belongs to holder under
-// the epoch set last, and holds the lease row's lock (FOR SHARE) until it
-// commits, so a takeover waits for it. A stale leader's write fails with
+// the epoch set last, and holds the lease row FOR KEY SHARE until it
+// commits, so a takeover (FOR UPDATE) waits for it. A renewal (a plain
+// UPDATE) does not: the leader's own busy transactions must never make
+// its lease lapse. A stale leader's write fails with
 // fleet.ErrNotLeader and changes nothing. Reads and recorded deliveries
 // pass through.
 type Fence struct {
@@ -148,7 +157,7 @@ func (f *Fence) Update(ctx context.Context, fn func(fleet.Tx) error) error {
 	return f.Store.Update(ctx, func(tx fleet.Tx) error {
 		var held bool
 		err := tx.(*Tx).tx.QueryRowContext(ctx, `SELECT holder = $1 AND epoch = $2 AND expires_at > clock_timestamp()
-			FROM leader_lease WHERE id = 1 FOR SHARE`, f.holder, epoch).Scan(&held)
+			FROM leader_lease WHERE id = 1 FOR KEY SHARE`, f.holder, epoch).Scan(&held)
 		if err != nil {
 			return fmt.Errorf("check the lease: %w", err)
 		}

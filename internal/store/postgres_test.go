@@ -159,3 +159,46 @@ func TestTakeoverPastAFrozenTransaction(t *testing.T) {
 	}
 	t.Logf("takeover past a frozen transaction after %v", took.Round(time.Millisecond))
 }
+
+// The leader's own transactions under way never hold up its renewal, but
+// they do hold up a takeover until they end: an old term cannot write once
+// a new one has begun.
+func TestLeaseLocks(t *testing.T) {
+	url := pgtest.Shared(t).NewDatabase(t)
+	ctx := context.Background()
+	st := mustOpen(t)(OpenPostgres(ctx, url, "", Options{}))
+	leases, err := st.Leases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch, ok, err := leases.TryLead(ctx, "a", time.Second)
+	if err != nil || !ok {
+		t.Fatalf("TryLead = %v, %v", ok, err)
+	}
+	fence := st.Fence("a")
+	fence.SetEpoch(epoch)
+	inside, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- fence.Update(ctx, func(fleet.Tx) error { close(inside); <-release; return nil })
+	}()
+	<-inside
+	start := time.Now()
+	if err := leases.Renew(ctx, "a", epoch, 300*time.Millisecond); err != nil {
+		t.Fatalf("renew during the leader's own transaction: %v", err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("the renewal waited %v for the leader's transaction", took)
+	}
+	time.Sleep(400 * time.Millisecond) // the lease expires, the transaction still open
+	if _, ok, err := leases.TryLead(ctx, "b", time.Second); ok || err == nil {
+		t.Fatalf("a takeover went through while the old term's transaction was open: ok=%v err=%v", ok, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := leases.TryLead(ctx, "b", time.Second); !ok || err != nil {
+		t.Fatalf("takeover after the old transaction ended: ok=%v err=%v", ok, err)
+	}
+}
