@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,9 +98,26 @@ func TestLXDRestart(t *testing.T) {
 
 	e.waitNoInstances()
 	e.eventually("no runner records left", 2*time.Minute, func() bool { return len(e.fake.Runners()) == 0 })
+	// A runner whose start the kill cut short can lose its link to the
+	// stand-in when LXD comes back: it reaches it through an LXD proxy
+	// device, which a daemon restart can leave dead (see lxd-here.md);
+	// GitHub then fails its job, and only a re-run brings it back. Real
+	// runners reach GitHub through a NIC, which a restart leaves alone.
+	// Such jobs are named, not blamed on the service.
+	cut := map[string]bool{}
+	for _, line := range strings.Split(e.logText(), "\n") {
+		var l struct{ Message, Instance string }
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Message, "LXD did not answer the create") {
+			cut[l.Instance] = true
+		}
+	}
 	seen := map[string]int64{}
 	for _, j := range e.fake.Jobs() {
-		if j.Conclusion != ghfake.ConclusionSuccess {
+		switch {
+		case j.Conclusion == ghfake.ConclusionSuccess:
+		case cut[j.RunnerName]:
+			t.Logf("job %d: %s on %s, whose start the LXD kill cut short (its proxy device died)", j.ID, j.Conclusion, j.RunnerName)
+		default:
 			t.Errorf("job %d: %s on %s", j.ID, j.Conclusion, j.RunnerName)
 		}
 		if other, ok := seen[j.RunnerName]; ok {
@@ -186,7 +204,36 @@ func (d *lxdDaemon) close() {
 	}
 }
 
-func daemonRunning() bool { return exec.Command("pgrep", "-f", daemonPattern).Run() == nil }
+func daemonRunning() bool { return len(machineDaemons()) > 0 }
+
+// machineDaemons returns the pids of the machine's own LXD daemon: those
+// whose command line matches daemonPattern and whose LXD_DIR is unset or
+// the default. A cluster member a test started has an LXD_DIR of its own
+// and is left alone.
+func machineDaemons() []int {
+	out, _ := exec.Command("pgrep", "-f", daemonPattern).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		dir := "/var/lib/lxd"
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "LXD_DIR="); ok {
+				dir = v
+			}
+		}
+		if filepath.Clean(dir) == "/var/lib/lxd" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
 
 // kill kills the daemon; running containers survive it.
 func (d *lxdDaemon) kill() {
@@ -194,8 +241,14 @@ func (d *lxdDaemon) kill() {
 	d.mu.Lock()
 	d.down = true
 	d.mu.Unlock()
-	if out, err := exec.Command("pkill", "-9", "-f", daemonPattern).CombinedOutput(); err != nil {
-		d.t.Fatalf("kill lxd: %v %s", err, out)
+	pids := machineDaemons()
+	if len(pids) == 0 {
+		d.t.Fatal("kill lxd: no daemon of /var/lib/lxd is running")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			d.t.Fatalf("kill lxd %d: %v", pid, err)
+		}
 	}
 	d.t.Log("LXD daemon killed")
 }

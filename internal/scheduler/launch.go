@@ -146,13 +146,31 @@ func (s *Scheduler) awaitLXD(ctx context.Context, log zerolog.Logger, spec fleet
 		case in.Running():
 			log.Info().Msg("LXD is back and the instance runs: adopted")
 			return nil
+		case in.State != fleet.InstanceStopped:
+			// Starting, or in a state a restarted LXD has not settled yet:
+			// its runner may be up, so it is asked again, not replaced.
+			log.Info().Str("state", string(in.State)).Msg("LXD is back; the instance is neither running nor stopped: asking again")
+			err = fmt.Errorf("instance %s is %s: %w", spec.Name, in.State, fleet.ErrUnreachable)
+			continue
 		default:
-			log.Info().Str("state", string(in.State)).Msg("LXD is back; the instance did not start: replacing it")
+			log.Info().Msg("LXD is back; the instance did not start: replacing it")
 			if err = s.lxd.Delete(ctx, spec.Name); err != nil {
 				continue
 			}
 		}
-		err = s.lxd.Create(ctx, spec)
+		if err = s.lxd.Create(ctx, spec); err != nil && !errors.Is(err, fleet.ErrUnreachable) && s.ours(ctx, spec) {
+			// LXD, just back, refused a create of what it had made
+			// meanwhile (seen: "already running"): adopt what runs.
+			log.Info().Err(err).Msg("LXD refused the create but the instance runs: adopted")
+			return nil
+		}
 	}
 	return err
+}
+
+// ours reports whether the instance of spec exists, runs, and carries this
+// launch's labels (this deployment, this runner's registration).
+func (s *Scheduler) ours(ctx context.Context, spec fleet.InstanceSpec) bool {
+	in, err := s.lxd.Get(ctx, spec.Name)
+	return err == nil && in.Running() && in.Labels.Owner == s.cfg.NamePrefix && in.Labels.RunnerID == spec.Labels.RunnerID
 }

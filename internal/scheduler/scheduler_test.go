@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -879,5 +880,84 @@ func TestHoldAndRelease(t *testing.T) {
 	e.settle()
 	if e.lxd.Creates() != 1 || e.s.Held() != "" {
 		t.Fatalf("after release: creates %d, held %q", e.lxd.Creates(), e.s.Held())
+	}
+}
+
+// A launch waiting for LXD meets its instance in neither state it knows
+// (starting, or a restarted LXD not settled): its runner may be up, so it
+// asks again rather than replace it, and adopts it once it runs.
+func TestCreateWaitingForLXDDoesNotReplaceAStartingInstance(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.lxd.SetAway(true, fleet.InstanceOther)
+	e.deliver(fleet.ActionQueued, 1, "")
+	if err := e.s.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.askLXD(1)
+	e.lxd.SetAway(false, "")
+	e.askLXD(2) // LXD answers: the instance is still "other"
+	name := e.runnersIn(fleet.RunnerLaunching)[0].Name
+	if !e.lxd.Has(name) {
+		t.Fatal("the starting instance was deleted")
+	}
+	in, _ := e.lxd.Get(context.Background(), name)
+	in.State = fleet.InstanceRunning
+	e.lxd.Put(in)
+	waitUntil(t, "the launch ends", func() bool {
+		e.clock.Advance(DefaultTimeouts.LXDRetryCap)
+		return len(e.runnersIn(fleet.RunnerLaunching)) == 0
+	})
+	e.settle()
+	if e.lxd.Creates() != 0 || e.gh.JITCalls() != 1 || len(e.runnersIn(fleet.RunnerStarted)) != 1 {
+		t.Fatalf("creates %d, JIT configs %d, started %d: want the instance adopted", e.lxd.Creates(), e.gh.JITCalls(), len(e.runnersIn(fleet.RunnerStarted)))
+	}
+}
+
+// forgetful is an LXD that, once back, first says the instance it made is
+// not there, then refuses to make it again: adopted, not failed.
+type forgetful struct {
+	*fleettest.Instances
+	mu     sync.Mutex
+	forgot bool
+}
+
+func (f *forgetful) Get(ctx context.Context, name string) (fleet.Instance, error) {
+	f.mu.Lock()
+	forgot := f.forgot
+	f.forgot = false
+	f.mu.Unlock()
+	if forgot {
+		return fleet.Instance{}, fmt.Errorf("instance %s: %w", name, fleet.ErrNotFound)
+	}
+	return f.Instances.Get(ctx, name)
+}
+
+func TestCreateWaitingForLXDAdoptsWhatARefusedCreateMade(t *testing.T) {
+	e := newEnv(t, testConfig())
+	f := &forgetful{Instances: e.lxd}
+	e.s = func() *Scheduler {
+		s, err := New(testConfig(), Deps{State: e.st, Instances: f, GitHub: e.gh, Metrics: e.m, Clock: e.clock, Log: zerolog.New(e.logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}()
+	e.lxd.SetAway(true, fleet.InstanceRunning)
+	e.deliver(fleet.ActionQueued, 1, "")
+	if err := e.s.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.askLXD(1)
+	f.mu.Lock()
+	f.forgot = true
+	f.mu.Unlock()
+	e.lxd.SetAway(false, "")
+	waitUntil(t, "the launch ends", func() bool {
+		e.clock.Advance(DefaultTimeouts.LXDRetryCap)
+		return len(e.runnersIn(fleet.RunnerLaunching)) == 0
+	})
+	e.settle()
+	if got := e.runnersIn(""); len(got) != 1 || got[0].State != fleet.RunnerStarted || e.gh.JITCalls() != 1 {
+		t.Fatalf("runners %+v, JIT configs %d: want the one instance adopted", got, e.gh.JITCalls())
 	}
 }
