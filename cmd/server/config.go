@@ -60,12 +60,12 @@ type fileConfig struct {
 
 // lxdFileConfig is the lxd: section; image commands read it too.
 type lxdFileConfig struct {
-	Socket     string `yaml:"socket"`
-	URL        string `yaml:"url"`
-	ClientCert string `yaml:"client_cert"`
-	ClientKey  string `yaml:"client_key"`
-	ServerCert string `yaml:"server_cert"`
-	Project    string `yaml:"project"`
+	Socket     string     `yaml:"socket"`
+	URL        stringList `yaml:"url"` // one address, or a list of cluster members'
+	ClientCert string     `yaml:"client_cert"`
+	ClientKey  string     `yaml:"client_key"`
+	ServerCert string     `yaml:"server_cert"`
+	Project    string     `yaml:"project"`
 }
 
 type poolConfig struct {
@@ -230,16 +230,36 @@ func loadConfig(path string) (*config, error) {
 // files it names, and adds its problems to p. serve, validate and the image
 // commands all map the section here.
 func (l lxdFileConfig) lxdConfig(p *problems) lxd.Config {
-	c := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project,
+	c := lxd.Config{Socket: l.Socket, URLs: l.URL, Project: l.Project,
 		ClientCert: p.readFile("lxd.client_cert", l.ClientCert, lxd.ErrNoClientCert),
 		ClientKey:  p.readFile("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
 		ServerCert: p.readFile("lxd.server_cert", l.ServerCert, nil),
 	}
-	if c.Socket == "" && c.URL == "" {
+	if c.Socket == "" && len(c.URLs) == 0 {
 		c.Socket = defaultSocket
 	}
 	p.check(c.Validate())
 	return c
+}
+
+// stringList is a YAML value that may be one string or a list of them.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*l = stringList{s}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
 }
 
 // problems collects what is wrong with a config file, each problem once.
