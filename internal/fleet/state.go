@@ -62,6 +62,10 @@ type Tx interface {
 	// Drained returns the pools an operator drained.
 	Drained() (map[string]bool, error)
 	SetDrained(pool string, drained bool) error
+	// DrainedMembers returns the cluster members an operator drained: no
+	// runner is launched there, and idle ones there are retired.
+	DrainedMembers() (map[string]bool, error)
+	SetMemberDrained(member string, drained bool) error
 
 	// Prune deletes what is older than before and no longer needed:
 	// finished jobs and their timelines, applied deliveries and ended
