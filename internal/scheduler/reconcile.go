@@ -28,6 +28,7 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	// Runners with a worker before the listing may change under it; so may
 	// those with a worker when the state is read. Both are left alone.
 	busyWorkers := s.running(nil)
+	s.refreshCluster(ctx, true)
 	insts, err := s.lxd.List(ctx)
 	if err != nil {
 		s.m.ReconcileError()
@@ -43,6 +44,13 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		mine = append(mine, in)
 	}
 	insts = mine
+	// Where each of ours is; whether its member answers.
+	s.noteInstances(insts)
+	pl := s.placement(nil)
+	unreachable := func(name string) bool {
+		_, lost := pl.lost(fleet.Runner{Name: name})
+		return lost || exists[name].State == fleet.InstanceError
+	}
 	owned := map[string]bool{}
 	var orgs []fleet.Org
 	err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
@@ -57,7 +65,11 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		s.running(busyWorkers)
 		for _, r := range live {
 			owned[r.Name] = true
-			if busyWorkers[r.Name] {
+			// A runner whose member does not answer is left as it is: LXD
+			// cannot say whether its instance runs (a member whose daemon
+			// died keeps its containers running). It is seen to again when
+			// the member answers.
+			if busyWorkers[r.Name] || unreachable(r.Name) {
 				continue
 			}
 			in, ok := exists[r.Name]
@@ -95,8 +107,13 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	inflight := s.running(nil)
+	s.forgetRunners(func(name string) bool {
+		_, ok := exists[name]
+		return ok || owned[name] || inflight[name]
+	})
 	for _, in := range insts {
-		if owned[in.Name] || busyWorkers[in.Name] {
+		if owned[in.Name] || busyWorkers[in.Name] || unreachable(in.Name) {
 			continue
 		}
 		// The state may have been lost or restored: an instance it does not
