@@ -52,6 +52,9 @@ type fileConfig struct {
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
 		MaxAttempts         int           `yaml:"max_attempts"`
 		LaunchTimeout       time.Duration `yaml:"launch_timeout"`
+		// Targets caps our runners on a cluster member or @group, across
+		// pools.
+		Targets map[string]int `yaml:"targets"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
 	// Runner images that `image build` makes; see image_cmd.go.
@@ -181,6 +184,7 @@ func loadConfig(path string) (*config, error) {
 
 	c.App.Scheduler = scheduler.Config{
 		MaxInstances:        fc.Limits.MaxInstances,
+		TargetLimits:        fc.Limits.Targets,
 		RegistrationTimeout: fc.Limits.RegistrationTimeout,
 		MaxJobDuration:      fc.Limits.MaxJobDuration,
 		MaxAttempts:         fc.Limits.MaxAttempts,

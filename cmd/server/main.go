@@ -21,12 +21,18 @@ const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
 
 commands:
   serve    --config FILE   run the service
-  validate --config FILE [--check-github]
+  validate --config FILE [--check-github] [--check-lxd]
                            check a config; exits non-zero listing every problem.
                            --check-github also reads the pools' runner groups at
-                           GitHub, with the config's App credentials
+                           GitHub, with the config's App credentials; --check-lxd
+                           asks LXD whether some member can run each pool
+  lxd trust --config FILE --token TOKEN
+                           make a client certificate for the service (at
+                           lxd.client_cert and lxd.client_key, unless they exist)
+                           and get LXD to trust it with a token from
+                           lxc config trust add; pins lxd.server_cert
   version                  print the version
-` + adminUsage + imageUsage
+` + adminUsage + memberUsage + imageUsage
 
 var version = "dev"
 
@@ -79,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "validate":
 		path := fs.String("config", "", "config file")
 		withGitHub := fs.Bool("check-github", false, "also check the pools' runner groups at GitHub, with the config's App credentials")
+		withLXD := fs.Bool("check-lxd", false, "also ask LXD, with the config's credentials, whether some member can run each pool")
 		if err := fs.Parse(args); err != nil {
 			return usageError{err.Error()}
 		}
@@ -102,11 +109,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("%s: %w", *path, err)
 			}
 		}
+		if *withLXD {
+			if err := checkLXD(ctx, cfg, stdout); err != nil {
+				printWarnings(stderr, warnings)
+				return fmt.Errorf("%s: lxd:\n%w", *path, err)
+			}
+		}
 		printWarnings(stderr, warnings)
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
 	case "image":
 		return imageCommand(ctx, args, stdout, stderr)
+	case "lxd":
+		return lxdCommand(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -114,6 +129,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
+		if handled, err := memberCommand(ctx, cmd, args, stdout, stderr); handled {
+			return err
+		}
 		if handled, err := adminCommand(ctx, cmd, args, stdout, stderr); handled {
 			return err
 		}

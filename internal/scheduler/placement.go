@@ -195,3 +195,18 @@ func (pl *Placement) refuses(cfg Config, m fleet.Member, onMember map[string]int
 	}
 	return ""
 }
+
+// Unplaceable returns, by pool, why no LXD member can ever run its
+// instances (its target names no member or an empty group, no member runs
+// its architecture, its image is missing), for a check before start. arch
+// and archErr are as in Placement.
+func Unplaceable(cfg Config, topo fleet.Topology, arch, archErr map[string]string) map[string]string {
+	pl := &Placement{Clustered: topo.Clustered, Members: topo.Members, Arch: arch, ArchErr: archErr}
+	out := map[string]string{}
+	for i := range cfg.Pools {
+		if _, why := pl.candidates(&cfg.Pools[i]); why != "" {
+			out[cfg.Pools[i].Name] = why
+		}
+	}
+	return out
+}
