@@ -10,12 +10,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
+	"github.com/canonical/lxd/shared/api"
 	"github.com/rs/zerolog"
 )
 
@@ -203,20 +205,6 @@ func (c *Client) observe(ep *endpoint, err error) bool {
 	return false
 }
 
-// failed reports, by address, the endpoints whose last call found them
-// not answering.
-func (c *Client) failed() map[string]string {
-	out := map[string]string{}
-	for _, ep := range c.eps {
-		ep.mu.Lock()
-		if !ep.failedAt.IsZero() {
-			out[ep.addr] = ep.failure
-		}
-		ep.mu.Unlock()
-	}
-	return out
-}
-
 // call bounds one public call by OpTimeout.
 func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.opTimeout)
@@ -248,21 +236,45 @@ func (c *Client) waitOrPoll(ctx context.Context, op lxdclient.Operation) error {
 	go func() { done <- op.WaitContext(wctx) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var streamErr error // the event stream ended with the address in use
 	for {
 		select {
 		case err := <-done:
-			return err
-		case <-tick.C:
-			got, _, err := c.server(ctx, "").GetOperation(id)
-			if err != nil || !got.StatusCode.IsFinal() {
-				continue // the event stream may still tell; ctx bounds the wait
+			// In a cluster the operation lives on in a member that answers:
+			// another address can tell how it ends. Alone, LXD is gone.
+			if err == nil || len(c.eps) == 1 || !endpointDown(err) {
+				return err
 			}
-			if got.Err != "" {
+			streamErr, done = err, nil
+			c.probe(ctx)
+		case <-tick.C:
+			ep := c.current()
+			got, _, err := ep.server(ctx, c.project, "").GetOperation(id)
+			switch {
+			case c.observe(ep, err):
+				continue // asked again at the next address
+			case err != nil && streamErr != nil && (api.StatusErrorCheck(err, http.StatusNotFound) || answered(err) && containsAny(err.Error(), memberDownText)):
+				// Nobody knows the operation any more, or the member that
+				// runs it does not answer: what it did is not known.
+				return errors.Join(streamErr, err)
+			case err != nil || !got.StatusCode.IsFinal():
+				continue // the event stream may still tell; ctx bounds the wait
+			case got.Err != "":
 				return errors.New(got.Err)
 			}
 			return nil
 		}
 	}
+}
+
+// probe asks the address in use whether it answers, so that the client
+// moves on at once when it does not.
+func (c *Client) probe(ctx context.Context) {
+	ep := c.current()
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	_, _, err := ep.server(pctx, c.project, "").GetServer()
+	c.observe(ep, err)
 }
 
 // opMetadata returns the metadata of a finished operation as LXD has it
