@@ -44,8 +44,9 @@ type Decision struct {
 	// cluster is why: no member can run its pool, or none can take a
 	// runner now. Other jobs have no entry.
 	Waiting map[int64]string
-	// Lost are busy runners whose member does not answer: their jobs fail
-	// at GitHub, and the service does not run them again.
+	// Lost are runners with a job (busy, or deleting after it) whose
+	// member does not answer: their jobs fail at GitHub, and the service
+	// does not run them again.
 	Lost []LostRunner
 }
 
@@ -75,10 +76,11 @@ func Decide(cfg Config, s Snapshot) Decision {
 		// A runner on a member that does not answer is no capacity: not a
 		// runner for a queued job, not a warm one, and it holds no slot.
 		if m, lost := pl.lost(r); lost {
-			switch r.State {
-			case fleet.RunnerBusy:
+			switch {
+			case r.State == fleet.RunnerBusy, r.State == fleet.RunnerDeleting && r.DeleteMode == fleet.ModeJobDone:
+				// Its job fails at GitHub, if GitHub has not said so already.
 				d.Lost = append(d.Lost, LostRunner{Runner: r.Name, Member: m})
-			case fleet.RunnerStarted:
+			case r.State == fleet.RunnerStarted:
 				// Its GitHub record goes now, so no job is given to it; its
 				// instance when the member answers again.
 				d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus, Reason: "member " + m + " does not answer"})

@@ -51,6 +51,10 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		_, lost := pl.lost(fleet.Runner{Name: name})
 		return lost || exists[name].State == fleet.InstanceError
 	}
+	if err := s.confirmListing(ctx, exists, busyWorkers, unreachable); err != nil {
+		s.m.ReconcileError()
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	owned := map[string]bool{}
 	var orgs []fleet.Org
 	err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
@@ -92,7 +96,17 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 				if running {
 					continue
 				}
-				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "instance gone or stopped"
+				busy := r.State == fleet.RunnerBusy
+				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "instance gone"
+				if ok {
+					r.Reason = "instance " + string(in.State) + " in LXD"
+				}
+				if busy {
+					// Its job dies with it, and GitHub fails it.
+					if err := tx.AddEvent(jobOf(tx, r), s.clock.Now(), "runner_lost", r.Name+": "+r.Reason); err != nil {
+						return err
+					}
+				}
 			default:
 				continue
 			}
@@ -152,6 +166,45 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		return err
 	}
 	s.m.ReconcileDone(s.clock.Now())
+	return nil
+}
+
+// confirmListing asks LXD again, one instance at a time, about each live
+// runner whose instance the listing shows missing or not running, and
+// corrects exists with the answer; a runner is torn down on that word
+// only. While a cluster recovers from the loss of a member (its database
+// leader, above all), a listing was seen to show running instances of
+// healthy members as gone or stopped: a teardown on it killed runners in
+// the middle of their jobs.
+func (s *Scheduler) confirmListing(ctx context.Context, exists map[string]fleet.Instance, busy map[string]bool, unreachable func(string) bool) error {
+	var live []fleet.Runner
+	if err := s.st.View(ctx, func(tx fleet.Tx) (err error) { live, err = tx.LiveRunners(); return err }); err != nil {
+		return err
+	}
+	for _, r := range live {
+		if in, ok := exists[r.Name]; (ok && in.Running()) || busy[r.Name] || unreachable(r.Name) {
+			continue
+		}
+		switch r.State {
+		case fleet.RunnerLaunching, fleet.RunnerStarted, fleet.RunnerBusy:
+		default:
+			continue
+		}
+		in, err := s.lxd.Get(ctx, r.Name)
+		switch {
+		case errors.Is(err, fleet.ErrNotFound):
+			delete(exists, r.Name)
+		case err != nil:
+			// Not known now: left for the next round, as if it ran.
+			s.log.Warn().Err(err).Str("instance", r.Name).Msg("reconcile: cannot confirm the listing; left for the next round")
+			exists[r.Name] = fleet.Instance{Name: r.Name, State: fleet.InstanceError}
+		default:
+			if prev, ok := exists[r.Name]; !ok || prev.State != in.State {
+				s.log.Info().Str("instance", r.Name).Str("listed", string(prev.State)).Str("now", string(in.State)).Msg("reconcile: LXD's listing corrected")
+			}
+			exists[r.Name] = in
+		}
+	}
 	return nil
 }
 

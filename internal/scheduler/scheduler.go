@@ -293,7 +293,11 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		s.Notify()
 	}
 	for _, l := range launch {
-		s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name).Msg("launching runner")
+		ev := s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name)
+		if l.member != "" {
+			ev = ev.Str("member", l.member)
+		}
+		ev.Msg("launching runner")
 		s.start(l.r, func(r fleet.Runner) { s.launch(r, l.recheck, l.member) }, s.Notify)
 	}
 	for _, r := range teardown {
@@ -395,12 +399,13 @@ func (s *Scheduler) recordWaits(tx fleet.Tx, snap Snapshot, dec Decision, now ti
 		case err != nil:
 			return err
 		}
+		if j.State == fleet.JobCompleted && j.Conclusion == "success" {
+			continue // it ended well before its member was lost
+		}
 		s.log.Warn().Int64("job_id", j.ID).Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member: GitHub fails its job")
-		if j.State == fleet.JobInProgress {
-			j.Reason = why
-			if err := tx.PutJob(j); err != nil {
-				return err
-			}
+		j.Reason = why
+		if err := tx.PutJob(j); err != nil {
+			return err
 		}
 		if err := tx.AddEvent(j.ID, now, "runner_lost", why); err != nil {
 			return err
