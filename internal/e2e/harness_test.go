@@ -44,6 +44,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := func() int {
+		defer stopSharedCluster() // cluster_test.go: started by the first test that needs it
 		if _, err := os.Stat(lxdtest.SocketPath()); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: no LXD socket at %s: end-to-end tests will skip (CI always has one)\n", lxdtest.SocketPath())
 			return m.Run()
@@ -109,6 +110,10 @@ type options struct {
 	// lxdSocket is the LXD the service uses; default the machine's. With
 	// another, the test image is imported there.
 	lxdSocket string
+	// lxdYAML, when set, is the service's lxd: section in place of
+	// "socket: lxdSocket" (lines indented by two); the test still sees
+	// LXD through lxdSocket.
+	lxdYAML string
 }
 
 // env is one service process with its own stand-in, profile, state and
@@ -190,6 +195,12 @@ func newEnv(t testing.TB, o options) *env {
 	if o.poolMax > 0 {
 		poolMax = fmt.Sprintf("\n    max_instances: %d", o.poolMax)
 	}
+	lxdSection := "  socket: " + o.lxdSocket
+	if o.lxdYAML != "" {
+		lxdSection = o.lxdYAML
+	}
+	// Extra pools may name the test's profile and image.
+	o.extraPool = strings.NewReplacer("{profile}", e.profile, "{image}", o.image).Replace(o.extraPool)
 	cfg := fmt.Sprintf(`%s
 listen: 127.0.0.1:%s
 admin_listen: 127.0.0.1:%s
@@ -201,7 +212,7 @@ github:
   private_key_file: %s
   webhook_secret_file: %s
 lxd:
-  socket: %s
+%s
 limits:
   max_instances: %d
 %s
@@ -210,7 +221,7 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, o.lxdSocket,
+%s`, o.top, port, adminPort, filepath.Join(e.dir, "state"), e.prefix, e.fake.URL(), keyFile, secretFile, lxdSection,
 		o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
 	e.cfgPath = filepath.Join(e.dir, "config.yaml")
 	write(t, e.cfgPath, []byte(cfg))
