@@ -60,7 +60,7 @@ var (
 
 // sharedCluster returns the package's cluster, starting it on first use;
 // it skips without LXD.
-func sharedCluster(t *testing.T) *testCluster {
+func sharedCluster(t testing.TB) *testCluster {
 	t.Helper()
 	lxdtest.Connect(t) // skips without LXD
 	if setupErr != nil {
@@ -394,7 +394,7 @@ func readProcs() map[int]proc {
 
 // check fails t unless the cluster is as tests expect to find it: every
 // member online, none evacuated.
-func (tc *testCluster) check(t *testing.T) {
+func (tc *testCluster) check(t testing.TB) {
 	t.Helper()
 	out, err := tc.members[1].lxc("cluster", "list", "--format", "csv")
 	if err != nil {
@@ -407,7 +407,7 @@ func (tc *testCluster) check(t *testing.T) {
 }
 
 // logTails logs the last n lines of each member's daemon log.
-func (tc *testCluster) logTails(t *testing.T, n int) {
+func (tc *testCluster) logTails(t testing.TB, n int) {
 	t.Helper()
 	for _, m := range tc.members {
 		b, err := os.ReadFile(m.dir + ".log")
