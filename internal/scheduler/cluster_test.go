@@ -219,3 +219,31 @@ func TestDrainedMember(t *testing.T) {
 		t.Errorf("launches = %d, want 3 (one to replace the retired runner)", n)
 	}
 }
+
+// A standalone LXD server is one member that takes no target: launches
+// name none, and still only pools it can run launch.
+func TestStandaloneServer(t *testing.T) {
+	cfg := testConfig()
+	cfg.Pools[1].Architecture = "aarch64" // gpu
+	e := newEnv(t, cfg)
+	s, err := New(cfg, Deps{State: e.st, Instances: e.lxd, GitHub: e.gh, Cluster: fleettest.NewStandalone("host"), Metrics: e.m,
+		Clock: e.clock, Log: zerolog.New(e.logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s = s
+	if err := e.s.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rs := e.startRunners(2)
+	for _, r := range rs {
+		if spec, _ := e.lxd.Spec(r.Name); spec.Target != "" {
+			t.Errorf("%s launched with target %q on a standalone server", r.Name, spec.Target)
+		}
+	}
+	e.deliver(fleet.ActionQueued, 9, "", "self-hosted", "gpu")
+	e.settle()
+	if r := e.job(9).Reason; r != "no LXD server runs architecture aarch64 (it runs x86_64)" {
+		t.Errorf("job 9 reason = %q", r)
+	}
+}

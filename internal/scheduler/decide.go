@@ -102,13 +102,18 @@ func Decide(cfg Config, s Snapshot) Decision {
 		}
 	}
 
-	// place names the member for one more runner of p (always "" without
-	// a cluster view), or says why there is none.
+	// place names the member for one more runner of p, or says why there
+	// is none. Without a cluster view there is no member to name; nor is
+	// there on a standalone server, which takes no target, though it is
+	// still checked (its architectures).
 	place := func(p *Pool) (string, string, bool) {
 		if pl == nil {
 			return "", "", true
 		}
 		m, why := pl.place(cfg, p, onMember)
+		if m != "" && !pl.Clustered {
+			return "", "", true
+		}
 		return m, why, m != ""
 	}
 	launch := func(l Launch) {

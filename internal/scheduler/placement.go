@@ -132,7 +132,11 @@ func (pl *Placement) candidates(p *Pool) ([]fleet.Member, string) {
 	}
 	if len(out) == 0 {
 		have := slices.Sorted(maps.Keys(runs))
-		return nil, fmt.Sprintf("no %s runs architecture %s (they run %s)", where, arch, strings.Join(have, ", "))
+		they := "they run"
+		if len(in) == 1 {
+			they = "it runs"
+		}
+		return nil, fmt.Sprintf("no %s runs architecture %s (%s %s)", where, arch, they, strings.Join(have, ", "))
 	}
 	return out, ""
 }

@@ -366,8 +366,8 @@ func (s *Scheduler) newName(pool string) string {
 
 // recordWaits writes, on each queued job, why the cluster keeps it
 // waiting (and clears it when that ends), with a timeline step when the
-// reason changes; and reports, once, each busy runner whose member does
-// not answer: its job fails at GitHub and is not run again here.
+// reason changes; and reports, once, each runner with a job whose member
+// does not answer: its job fails at GitHub and is not run again here.
 func (s *Scheduler) recordWaits(tx fleet.Tx, snap Snapshot, dec Decision, now time.Time) error {
 	for _, j := range snap.Queued {
 		want := dec.Waiting[j.ID]
@@ -387,20 +387,21 @@ func (s *Scheduler) recordWaits(tx fleet.Tx, snap Snapshot, dec Decision, now ti
 		}
 	}
 	for _, l := range dec.Lost {
-		if !s.firstReport(l.Runner) {
-			continue
-		}
 		why := "runner " + l.Runner + " lost: cluster member " + l.Member + " does not answer; GitHub fails its job, and the service does not run it again (re-run the workflow)"
+		// What is reported is in the state (a step's transaction may run
+		// again), but for a runner with no job, which only the log says.
 		j, err := tx.JobByRunner(l.Runner)
 		switch {
 		case errors.Is(err, fleet.ErrNotFound):
-			s.log.Warn().Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member")
+			if s.firstReport(l.Runner) {
+				s.log.Warn().Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member")
+			}
 			continue
 		case err != nil:
 			return err
 		}
-		if j.State == fleet.JobCompleted && j.Conclusion == "success" {
-			continue // it ended well before its member was lost
+		if j.Reason == why || (j.State == fleet.JobCompleted && j.Conclusion == "success") {
+			continue // reported, or it ended well before its member was lost
 		}
 		s.log.Warn().Int64("job_id", j.ID).Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member: GitHub fails its job")
 		j.Reason = why

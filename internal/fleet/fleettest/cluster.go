@@ -68,6 +68,14 @@ func (c *Cluster) Architecture(_ context.Context, arch, image, source string) (s
 	return a, nil
 }
 
+// NewStandalone returns a standalone LXD server: one member, not
+// clustered.
+func NewStandalone(name string) *Cluster {
+	c := NewCluster(fleet.Member{Name: name})
+	c.topo.Clustered = false
+	return c
+}
+
 // SetStatus sets a member's status, with LXD's message.
 func (c *Cluster) SetStatus(member string, st fleet.MemberStatus, msg string) {
 	c.mu.Lock()
