@@ -1,9 +1,13 @@
 // Package lxd is a thin wrapper over LXD's Go client: it creates, deletes
 // and lists the service's ephemeral runner instances (instances.go, which
 // satisfies fleet.Instances; labels.go alone knows how their labels are
-// stored), and does the calls that image builds use: launch, exec and
+// stored), reads a cluster's members and the architectures pools need
+// (cluster.go, fleet.Cluster), gets the service's certificate trusted
+// (trust.go), and does the calls that image builds use: launch, exec and
 // file push (exec.go), images and aliases (images.go), and profiles
-// (profiles.go).
+// (profiles.go). It reaches LXD through a unix socket, or over HTTPS at
+// several members' addresses, moving to the next when the one in use
+// stops answering (lxd.go).
 package lxd
 
 import (
