@@ -54,6 +54,9 @@ type fileConfig struct {
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
 		MaxAttempts         int           `yaml:"max_attempts"`
 		LaunchTimeout       time.Duration `yaml:"launch_timeout"`
+		// Targets caps our runners on a cluster member or @group, across
+		// pools.
+		Targets map[string]int `yaml:"targets"`
 	} `yaml:"limits"`
 	Pools []poolConfig `yaml:"pools"`
 	// Runner images that `image build` makes; see image_cmd.go.
@@ -62,12 +65,12 @@ type fileConfig struct {
 
 // lxdFileConfig is the lxd: section; image commands read it too.
 type lxdFileConfig struct {
-	Socket     string `yaml:"socket"`
-	URL        string `yaml:"url"`
-	ClientCert string `yaml:"client_cert"`
-	ClientKey  string `yaml:"client_key"`
-	ServerCert string `yaml:"server_cert"`
-	Project    string `yaml:"project"`
+	Socket     string     `yaml:"socket"`
+	URL        stringList `yaml:"url"` // one address, or a list of cluster members'
+	ClientCert string     `yaml:"client_cert"`
+	ClientKey  string     `yaml:"client_key"`
+	ServerCert string     `yaml:"server_cert"`
+	Project    string     `yaml:"project"`
 }
 
 type poolConfig struct {
@@ -196,6 +199,7 @@ func loadConfigLoose(path string, loose *[]error) (*config, error) {
 
 	c.App.Scheduler = scheduler.Config{
 		MaxInstances:        fc.Limits.MaxInstances,
+		TargetLimits:        fc.Limits.Targets,
 		RegistrationTimeout: fc.Limits.RegistrationTimeout,
 		MaxJobDuration:      fc.Limits.MaxJobDuration,
 		MaxAttempts:         fc.Limits.MaxAttempts,
@@ -246,16 +250,36 @@ func loadConfigLoose(path string, loose *[]error) (*config, error) {
 // files it names, and adds its problems to p. serve, validate and the image
 // commands all map the section here.
 func (l lxdFileConfig) lxdConfig(p *problems) lxd.Config {
-	c := lxd.Config{Socket: l.Socket, URL: l.URL, Project: l.Project,
+	c := lxd.Config{Socket: l.Socket, URLs: l.URL, Project: l.Project,
 		ClientCert: p.readFile("lxd.client_cert", l.ClientCert, lxd.ErrNoClientCert),
 		ClientKey:  p.readSecret("lxd.client_key", l.ClientKey, lxd.ErrNoClientKey),
 		ServerCert: p.readFile("lxd.server_cert", l.ServerCert),
 	}
-	if c.Socket == "" && c.URL == "" {
+	if c.Socket == "" && len(c.URLs) == 0 {
 		c.Socket = defaultSocket
 	}
 	p.check(c.Validate())
 	return c
+}
+
+// stringList is a YAML value that may be one string or a list of them.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*l = stringList{s}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
 }
 
 // problems collects what is wrong with a config file, each problem once.

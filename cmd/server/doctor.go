@@ -120,8 +120,8 @@ func (d *doctor) checkLXD(ctx context.Context, cfg *config) {
 		"is LXD running (systemctl status lxd, or snap services lxd), and lxd.socket its socket "+
 			"(deb: /var/lib/lxd/unix.socket, snap: /var/snap/lxd/common/lxd/unix.socket)? "+
 			"The service's user must be in the socket's group (stat -c %G SOCKET)"
-	if cfg.LXD.URL != "" {
-		where, fix = "lxd.url "+cfg.LXD.URL,
+	if len(cfg.LXD.URLs) > 0 {
+		where, fix = "lxd.url "+strings.Join(cfg.LXD.URLs, ", "),
 			"is lxd.url reachable from here, and the client certificate trusted by LXD (lxc config trust add on the server)?"
 	}
 	project := cfg.LXD.Project

@@ -21,13 +21,19 @@ const usage = `usage: lxd-gha-autoscaler COMMAND [flags]
 
 commands:
   serve    --config FILE   run the service
-  validate --config FILE [--check-github | --live [--webhook-url URL]]
+  validate --config FILE [--check-github] [--check-lxd] [--live [--webhook-url URL]]
                            check a config; exits non-zero listing every problem.
                            --check-github also reads the pools' runner groups at
-                           GitHub, with the config's App credentials; --live
+                           GitHub, with the config's App credentials; --check-lxd
+                           asks LXD whether some member can run each pool; --live
                            checks everything, as doctor does
-` + doctorUsage + setupUsage + `  version                  print the version
-` + adminUsage + imageUsage
+` + doctorUsage + setupUsage + `  lxd trust --config FILE --token TOKEN
+                           make a client certificate for the service (at
+                           lxd.client_cert and lxd.client_key, unless they exist)
+                           and get LXD to trust it with a token from
+                           lxc config trust add; pins lxd.server_cert
+  version                  print the version
+` + adminUsage + memberUsage + imageUsage
 
 var version = "dev"
 
@@ -79,8 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, cfg, log)
 	case "validate", "doctor":
 		path := fs.String("config", os.Getenv(ConfigEnv), "config file (default $"+ConfigEnv+")")
-		withGitHub, live := false, cmd == "doctor"
+		withGitHub, withLXD, live := false, false, cmd == "doctor"
 		if cmd == "validate" {
+			fs.BoolVar(&withLXD, "check-lxd", false, "also ask LXD, with the config's credentials, whether some member can run each pool")
 			fs.BoolVar(&withGitHub, "check-github", false, "also check the pools' runner groups at GitHub, with the config's App credentials")
 			fs.BoolVar(&live, "live", false, "check the whole setup, as doctor does")
 		}
@@ -118,6 +125,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("%s: %w", *path, err)
 			}
 		}
+		if withLXD {
+			if err := checkLXD(ctx, cfg, stdout); err != nil {
+				printWarnings(stderr, warnings)
+				return fmt.Errorf("%s: lxd:\n%w", *path, err)
+			}
+		}
 		printWarnings(stderr, warnings)
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return nil
@@ -125,6 +138,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return setupCommand(ctx, args, stdout, stderr)
 	case "image":
 		return imageCommand(ctx, args, stdout, stderr)
+	case "lxd":
+		return lxdCommand(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -132,6 +147,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
+		if handled, err := memberCommand(ctx, cmd, args, stdout, stderr); handled {
+			return err
+		}
 		if handled, err := adminCommand(ctx, cmd, args, stdout, stderr); handled {
 			return err
 		}

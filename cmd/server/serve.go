@@ -82,10 +82,13 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	lx, err := lxd.Connect(ctx, cfg.LXD)
+	lcfg := cfg.LXD
+	lcfg.Log = log
+	lx, err := lxd.Connect(ctx, lcfg)
 	if err != nil {
 		return err
 	}
+	log.Info().Str("lxd", lx.Address()).Msg("lxd connected")
 	var replicas *app.Replicas
 	if cfg.Database != "" {
 		if replicas, err = newReplicas(st, m, log); err != nil {
@@ -110,7 +113,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger) error {
 		leaderTasks = append(leaderTasks, func(ctx context.Context) error { return awaitRunnerGroups(ctx, cfg, gh, a, log) })
 	}
 	a, err = app.New(cfg.App, app.Deps{
-		State: st, Instances: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
+		State: st, Instances: lx, Cluster: lx, GitHub: gh, Deliveries: gh, Metrics: m, Log: log,
 		CheckLXD: lx.Ping, CheckGitHub: gh.CheckToken,
 		Replicas: replicas, LeaderTasks: leaderTasks,
 	})

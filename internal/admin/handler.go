@@ -69,6 +69,7 @@ func NewHandler(b Backend, opts Options) http.Handler {
 	r.Post("/api/pools/{name}/drain", h.drain(true))
 	r.Post("/api/pools/{name}/undrain", h.drain(false))
 	r.Delete("/api/instances/{name}", h.deleteInstance)
+	h.routeMembers(r)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route")
 	})

@@ -108,6 +108,9 @@ type Deps struct {
 	State     fleet.State
 	Instances fleet.Instances
 	GitHub    fleet.GitHub
+	// Cluster, when set, is LXD's members: the scheduler places runners
+	// on them itself, and the admin API shows and drains them.
+	Cluster fleet.Cluster
 	// Deliveries lists and redelivers the App's webhook deliveries; nil
 	// turns the recovery of missed webhooks off.
 	Deliveries redeliver.Deliveries
@@ -148,6 +151,7 @@ type App struct {
 	sched     *scheduler.Scheduler
 	redel     *redeliver.Redeliverer // nil when off
 	instances fleet.Instances
+	cluster   fleet.Cluster // nil: no members to show
 	clock     fleet.Clock
 	replicas  *Replicas // nil: the only replica
 	ready     *readiness
@@ -188,7 +192,7 @@ func New(cfg Config, d Deps) (*App, error) {
 		}
 	}
 	sched, err := scheduler.New(cfg.Scheduler, scheduler.Deps{
-		State: leadState, Instances: leadInst, GitHub: leadGH, Metrics: schedMetrics, Clock: d.Clock, Log: log,
+		State: leadState, Instances: leadInst, GitHub: leadGH, Cluster: d.Cluster, Metrics: schedMetrics, Clock: d.Clock, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -214,7 +218,7 @@ func New(cfg Config, d Deps) (*App, error) {
 		}
 	}
 	a := &App{
-		cfg: cfg, st: d.State, sched: sched, redel: redel, instances: inst, clock: d.Clock,
+		cfg: cfg, st: d.State, sched: sched, redel: redel, instances: inst, cluster: d.Cluster, clock: d.Clock,
 		replicas: d.Replicas, leaderTasks: d.LeaderTasks,
 		ready: newReadiness(d.State, d.Clock, d.CheckLXD, d.CheckGitHub),
 		log:   log.With().Str("component", "app").Logger(),

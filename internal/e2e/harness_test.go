@@ -72,6 +72,7 @@ func TestMain(m *testing.M) {
 			setupErr = fmt.Errorf("%s=%q: want sqlite or postgres", stateEnv, v)
 			return m.Run()
 		}
+		defer stopSharedCluster() // cluster_test.go: started by the first test that needs it
 		if _, err := os.Stat(lxdtest.SocketPath()); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: no LXD socket at %s: end-to-end tests will skip (CI always has one)\n", lxdtest.SocketPath())
 			return m.Run()
@@ -148,6 +149,10 @@ type options struct {
 	// record puts recording proxies between each replica and the
 	// stand-in's REST API, and between each replica and LXD (env.calls).
 	record bool
+	// lxdYAML, when set, is the service's lxd: section in place of
+	// "socket: lxdSocket" (lines indented by two); the test still sees
+	// LXD through lxdSocket.
+	lxdYAML string
 }
 
 // env is one test's service with its own stand-in, profile, state and
@@ -257,6 +262,8 @@ func newEnv(t testing.TB, o options) *env {
 	if o.record {
 		e.calls = &callLog{}
 	}
+	// Extra pools may name the test's profile and image.
+	o.extraPool = strings.NewReplacer("{profile}", e.profile, "{image}", o.image).Replace(o.extraPool)
 	var hookURLs []string
 	for n := 0; n < o.replicas; n++ {
 		port, adminPort := freePort(t), freePort(t)
@@ -266,6 +273,10 @@ func newEnv(t testing.TB, o options) *env {
 		if o.record {
 			apiURL = recordGitHub(t, e.calls, n, e.fake.URL())
 			socket = recordLXD(t, e.calls, n, o.lxdSocket)
+		}
+		lxdSection := "  socket: " + socket
+		if o.lxdYAML != "" {
+			lxdSection = o.lxdYAML
 		}
 		cfg := fmt.Sprintf(`%s
 listen: 127.0.0.1:%s
@@ -278,7 +289,7 @@ github:
   private_key_file: %s
   webhook_secret_file: %s
 lxd:
-  socket: %s
+%s
 limits:
   max_instances: %d
 %s
@@ -287,7 +298,7 @@ pools:
     labels: [self-hosted, linux, x64]
     image: %s
     profiles: [default, %s]%s
-%s`, o.top, port, adminPort, state, e.prefix, apiURL, keyFile, secretFile, socket,
+%s`, o.top, port, adminPort, state, e.prefix, apiURL, keyFile, secretFile, lxdSection,
 			o.maxInstances, o.limits, o.image, e.profile, poolMax, o.extraPool)
 		write(t, r.cfgPath, []byte(cfg))
 		e.replicas = append(e.replicas, r)

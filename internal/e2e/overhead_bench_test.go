@@ -63,6 +63,24 @@ func BenchmarkJobOverhead(b *testing.B) {
 		lxdtest.WaitGone(b, c, name, 30*time.Second)
 	}
 
+	launch, teardown, total := serviceTimes(b, e, n)
+	mb, ml, mt, ms := median(bare), median(launch), median(teardown), median(total)
+	b.ReportMetric(float64(mb.Milliseconds()), "bare-ms/job")
+	b.ReportMetric(float64(ml.Milliseconds()), "launch-ms/job")
+	b.ReportMetric(float64(mt.Milliseconds()), "teardown-ms/job")
+	b.ReportMetric(float64(ms.Milliseconds()), "service-ms/job")
+	b.ReportMetric(100*(float64(ms)/float64(mb)-1), "overhead-%")
+	b.Logf("%d jobs: bare %v, service %v (launch %v, teardown %v), overhead %+.1f%%",
+		n, mb, ms, ml, mt, 100*(float64(ms)/float64(mb)-1))
+}
+
+// serviceTimes runs n jobs one at a time through e's service, stops it,
+// and returns, per job, from its state: launch (queued -> create+start
+// returned), teardown (completed -> deleted) and the service's own time
+// (queued -> deleted, less the job's run time at GitHub).
+func serviceTimes(b *testing.B, e *env, n int) (launch, teardown, total []time.Duration) {
+	b.Helper()
+	ctx := lxdtest.Ctx(b)
 	for i := 0; i < n; i++ {
 		id := e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app"})
 		e.waitCompleted(id)
@@ -106,7 +124,6 @@ func BenchmarkJobOverhead(b *testing.B) {
 	for _, r := range runners {
 		byName[r.Name] = r
 	}
-	var launch, teardown, total []time.Duration
 	for _, j := range jobs {
 		r, ok := byName[j.RunnerName]
 		if !ok || r.StartedAt.IsZero() || r.EndedAt.IsZero() {
@@ -116,14 +133,28 @@ func BenchmarkJobOverhead(b *testing.B) {
 		own := r.EndedAt.Sub(j.QueuedAt) - j.CompletedAt.Sub(j.StartedAt)
 		launch, teardown, total = append(launch, l), append(teardown, t), append(total, own)
 	}
-	mb, ml, mt, ms := median(bare), median(launch), median(teardown), median(total)
-	b.ReportMetric(float64(mb.Milliseconds()), "bare-ms/job")
-	b.ReportMetric(float64(ml.Milliseconds()), "launch-ms/job")
-	b.ReportMetric(float64(mt.Milliseconds()), "teardown-ms/job")
-	b.ReportMetric(float64(ms.Milliseconds()), "service-ms/job")
-	b.ReportMetric(100*(float64(ms)/float64(mb)-1), "overhead-%")
-	b.Logf("%d jobs: bare %v, service %v (launch %v, teardown %v), overhead %+.1f%%",
-		n, mb, ms, ml, mt, 100*(float64(ms)/float64(mb)-1))
+	return launch, teardown, total
+}
+
+// BenchmarkJobOverheadCluster compares, in one run on the shared
+// three-member cluster, the service's time per job through node1's unix
+// socket and over HTTPS to node1's address (client certificate, pinned
+// server certificate), as BenchmarkJobOverhead measures it. Jobs run one
+// at a time, on any member. Run it with
+//
+//	go test ./internal/e2e -run '^$' -bench JobOverheadCluster -benchtime 10x
+func BenchmarkJobOverheadCluster(b *testing.B) {
+	n := max(b.N, 3)
+	tc := sharedCluster(b)
+	sock := newEnv(b, options{maxInstances: 1, lxdSocket: tc.member("node1").socket(), image: tc.image})
+	_, _, overSocket := serviceTimes(b, sock, n)
+	https := newEnv(b, options{maxInstances: 1, lxdSocket: tc.member("node1").socket(), image: tc.image, lxdYAML: tc.serviceLXD()})
+	_, _, overHTTPS := serviceTimes(b, https, n)
+	ms, mh := median(overSocket), median(overHTTPS)
+	b.ReportMetric(float64(ms.Milliseconds()), "socket-ms/job")
+	b.ReportMetric(float64(mh.Milliseconds()), "https-ms/job")
+	b.ReportMetric(100*(float64(mh)/float64(ms)-1), "https-vs-socket-%")
+	b.Logf("%d jobs each: unix socket %v, HTTPS %v per job (%+.1f%%)", n, ms, mh, 100*(float64(mh)/float64(ms)-1))
 }
 
 func median(ds []time.Duration) time.Duration {

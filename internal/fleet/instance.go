@@ -12,7 +12,10 @@ type InstanceState string
 const (
 	InstanceRunning InstanceState = "running"
 	InstanceStopped InstanceState = "stopped"
-	// InstanceOther is any other status (starting, frozen, error, ...).
+	// InstanceError is LXD's "Error": it cannot tell, most often because
+	// the cluster member that holds the instance does not answer.
+	InstanceError InstanceState = "error"
+	// InstanceOther is any other status (starting, frozen, ...).
 	InstanceOther InstanceState = "other"
 )
 
@@ -49,6 +52,9 @@ type Instance struct {
 	Managed bool // carries KeyManaged: made by a service like this one
 	Labels  InstanceLabels
 	State   InstanceState
+	// Location is the cluster member that holds it; empty when LXD is
+	// not clustered.
+	Location string
 }
 
 // Running reports whether LXD says the instance runs.

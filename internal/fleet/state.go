@@ -62,6 +62,10 @@ type Tx interface {
 	// Drained returns the pools an operator drained.
 	Drained() (map[string]bool, error)
 	SetDrained(pool string, drained bool) error
+	// DrainedMembers returns the cluster members an operator drained: no
+	// runner is launched there, and idle ones there are retired.
+	DrainedMembers() (map[string]bool, error)
+	SetMemberDrained(member string, drained bool) error
 
 	// HeardWebhook records that a webhook with a valid signature (any
 	// event: ping, workflow_job, ...) arrived at at. The latest time is

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Defaults applied by Connect to a zero field.
@@ -17,7 +19,7 @@ const (
 	DefaultOpTimeout = 2 * time.Minute
 )
 
-// Errors in Validate's answer when URL is set without a client certificate
+// Errors in Validate's answer when URLs are set without a client certificate
 // or key (use errors.Is): a caller that reads them from files and has
 // already said why a file gave nothing can leave these out.
 var (
@@ -28,13 +30,20 @@ var (
 // Config says how to reach LXD. Certificates are PEM contents, not paths:
 // reading files is the caller's business.
 type Config struct {
-	Socket     string        // local unix socket, e.g. /var/lib/lxd/unix.socket; or
-	URL        string        // https://host:8443 of a remote LXD
-	ClientCert []byte        // PEM; required with URL
-	ClientKey  []byte        // PEM; required with URL
-	ServerCert []byte        // PEM; optional with URL (system CAs otherwise)
+	Socket string // local unix socket, e.g. /var/lib/lxd/unix.socket; or
+	// URLs are https://host:8443 addresses of a remote LXD: one server,
+	// or members of one cluster, any of which serves the whole cluster.
+	// The client uses the first that answers and moves to the next when
+	// the one in use stops answering.
+	URLs       []string
+	ClientCert []byte        // PEM; required with URLs
+	ClientKey  []byte        // PEM; required with URLs
+	ServerCert []byte        // PEM, pinned; optional with URLs (system CAs otherwise). Cluster members share one.
 	Project    string        // default "default"
 	OpTimeout  time.Duration // bounds each call with the operations it waits for; default 2m
+	// Log gets a line when the client moves to another address; the zero
+	// Logger says nothing.
+	Log zerolog.Logger
 }
 
 // Validate reports every problem with c, joined, in the config file's words
@@ -43,20 +52,30 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	switch {
-	case c.Socket == "" && c.URL == "":
+	case c.Socket == "" && len(c.URLs) == 0:
 		errs = append(errs, errors.New("lxd: set lxd.socket or lxd.url"))
-	case c.Socket != "" && c.URL != "":
+	case c.Socket != "" && len(c.URLs) > 0:
 		errs = append(errs, errors.New("lxd.socket and lxd.url are mutually exclusive"))
 	}
-	if c.URL != "" {
-		u, err := url.Parse(c.URL)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("lxd.url: %w", err))
-		case u.Scheme != "https":
-			errs = append(errs, fmt.Errorf("lxd.url %q: scheme must be https", c.URL))
-		case u.Host == "":
-			errs = append(errs, fmt.Errorf("lxd.url %q: missing host", c.URL))
+	if len(c.URLs) > 0 {
+		seen := map[string]bool{}
+		for _, raw := range c.URLs {
+			u, err := url.Parse(raw)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("lxd.url: %w", err))
+			case u.Scheme != "https":
+				errs = append(errs, fmt.Errorf("lxd.url %q: scheme must be https", raw))
+			case u.Host == "":
+				errs = append(errs, fmt.Errorf("lxd.url %q: missing host", raw))
+			case u.Path != "" && u.Path != "/":
+				errs = append(errs, fmt.Errorf("lxd.url %q: an address has no path", raw))
+			case seen[u.Host]:
+				errs = append(errs, fmt.Errorf("lxd.url %q: listed twice", raw))
+			}
+			if err == nil {
+				seen[u.Host] = true
+			}
 		}
 		if len(c.ClientCert) == 0 {
 			errs = append(errs, ErrNoClientCert)

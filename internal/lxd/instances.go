@@ -34,7 +34,12 @@ func (c *Client) Create(ctx context.Context, spec fleet.InstanceSpec) (err error
 	}
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	s := c.server(ctx, spec.Target)
+	// One address for the whole create: when it stops answering, the
+	// caller learns ErrUnreachable, and the client has moved on for the
+	// next call (the scheduler then asks what became of the instance).
+	ep := c.current()
+	defer func() { c.observe(ep, err) }()
+	s := ep.server(ctx, c.project, spec.Target)
 
 	req := api.InstancesPost{
 		Name: spec.Name,
@@ -156,8 +161,19 @@ func (c *Client) Delete(ctx context.Context, name string) (err error) {
 	defer func() { err = classify(err) }()
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	s := c.server(ctx, "")
+	// Whatever a cut call did, doing it again gets to the same end: when
+	// the address in use does not answer, the next one is asked at once.
+	for range c.eps {
+		ep := c.current()
+		err = c.delete(ctx, ep.server(ctx, c.project, ""), name)
+		if !c.observe(ep, err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
 
+func (c *Client) delete(ctx context.Context, s lxdclient.InstanceServer, name string) error {
 	op, err := s.UpdateInstanceState(name, api.InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
 	if api.StatusErrorCheck(err, http.StatusNotFound) {
 		return nil
@@ -225,7 +241,11 @@ func state(s lxdclient.InstanceServer, name string) (gone, stopped bool, err err
 func (c *Client) List(ctx context.Context) ([]fleet.Instance, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	all, err := c.server(ctx, "").GetInstances(api.InstanceTypeAny)
+	var all []api.Instance
+	err := c.read(ctx, func(s lxdclient.InstanceServer) (err error) {
+		all, err = s.GetInstances(api.InstanceTypeAny)
+		return err
+	})
 	if err != nil {
 		return nil, classify(fmt.Errorf("list instances: %w", err))
 	}
@@ -244,7 +264,11 @@ func (c *Client) List(ctx context.Context) ([]fleet.Instance, error) {
 func (c *Client) Get(ctx context.Context, name string) (fleet.Instance, error) {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	inst, _, err := c.server(ctx, "").GetInstance(name)
+	var inst *api.Instance
+	err := c.read(ctx, func(s lxdclient.InstanceServer) (err error) {
+		inst, _, err = s.GetInstance(name)
+		return err
+	})
 	if err != nil {
 		return fleet.Instance{}, classify(fmt.Errorf("get instance %s: %w", name, notFound(err)))
 	}

@@ -66,9 +66,10 @@ func setNonZero(cfg map[string]string, k, v string) {
 func toInstance(inst api.Instance) fleet.Instance {
 	cfg := inst.Config
 	out := fleet.Instance{
-		Name:    inst.Name,
-		Managed: cfg[fleet.KeyManaged] == "true",
-		State:   instanceState(inst.StatusCode),
+		Name:     inst.Name,
+		Managed:  cfg[fleet.KeyManaged] == "true",
+		State:    instanceState(inst.StatusCode),
+		Location: location(inst.Location),
 		Labels: fleet.InstanceLabels{
 			Owner:          cfg[keyOwner],
 			Pool:           cfg[keyPool],
@@ -90,8 +91,18 @@ func instanceState(code api.StatusCode) fleet.InstanceState {
 		return fleet.InstanceRunning
 	case api.Stopped:
 		return fleet.InstanceStopped
+	case api.Error:
+		return fleet.InstanceError
 	}
 	return fleet.InstanceOther
+}
+
+// location is the member an instance is on; a standalone LXD says "none".
+func location(loc string) string {
+	if loc == "none" {
+		return ""
+	}
+	return loc
 }
 
 // parseID returns a positive id, or 0 for anything else.

@@ -1,9 +1,14 @@
 // Package lxd is a thin wrapper over LXD's Go client: it creates, deletes
 // and lists the service's ephemeral runner instances (instances.go, which
 // satisfies fleet.Instances; labels.go alone knows how their labels are
-// stored), and does the calls that image builds use: launch, exec and
+// stored), reads a cluster's members and the architectures pools need
+// (cluster.go, fleet.Cluster), gets the service's certificate trusted
+// (trust.go), and does the calls that image builds use: launch, exec and
 // file push (exec.go), images and aliases (images.go), and profiles
 // (profiles.go); and the reads `doctor` checks a setup with (inspect.go).
+// It reaches LXD through a unix socket, or over HTTPS at several members'
+// addresses, moving to the next when the one in use stops answering
+// (lxd.go).
 package lxd
 
 import (
@@ -11,19 +16,38 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	lxdclient "github.com/canonical/lxd/client"
 	"github.com/canonical/lxd/shared/api"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/rs/zerolog"
 )
 
-// Client talks to one LXD server (or cluster) in one project. It is safe for
+// Client talks to one LXD server or cluster in one project, through a
+// unix socket or over HTTPS to one of several addresses. It is safe for
 // concurrent use.
 type Client struct {
-	base      lxdclient.InstanceServer
+	eps       []*endpoint
+	cur       atomic.Int32 // index in eps of the address in use
 	project   string
 	opTimeout time.Duration
+	log       zerolog.Logger
+}
+
+// endpoint is one address of LXD: the unix socket, or one member's URL.
+type endpoint struct {
+	addr    string
+	connect func(ctx context.Context, skipGetServer bool) (lxdclient.InstanceServer, error)
+
+	mu       sync.Mutex
+	base     lxdclient.InstanceServer
+	ready    bool      // base knows the server (its API extensions)
+	failedAt time.Time // when a call to it last found it not answering; zero when it answers
+	failure  string
 }
 
 // ctxServer is what *lxdclient.ProtocolLXD offers beyond InstanceServer.
@@ -31,7 +55,9 @@ type ctxServer interface {
 	WithContext(ctx context.Context) lxdclient.InstanceServer
 }
 
-// Connect validates cfg, connects and checks that the project exists.
+// Connect validates cfg, connects and checks that the project exists. With
+// several URLs it uses the first that answers; those that do not are
+// tried again when the one in use stops answering.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("lxd config: %w", err)
@@ -40,44 +66,152 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 	defer cancel()
 
-	args := &lxdclient.ConnectionArgs{UserAgent: "lxd-gha-autoscaler",
+	c := &Client{project: cfg.Project, opTimeout: cfg.OpTimeout, log: cfg.Log}
+	// Every request asks its context's permit first (fleet.WithPermit): a
+	// leader whose lease may have lapsed sends nothing.
+	args := lxdclient.ConnectionArgs{UserAgent: "lxd-gha-autoscaler",
 		TransportWrapper: func(t *http.Transport) lxdclient.HTTPTransporter { return permitted{t} }}
-	var (
-		s   lxdclient.InstanceServer
-		err error
-	)
 	if cfg.Socket != "" {
-		s, err = lxdclient.ConnectLXDUnixWithContext(ctx, cfg.Socket, args)
+		c.eps = append(c.eps, &endpoint{addr: cfg.Socket, connect: func(ctx context.Context, skip bool) (lxdclient.InstanceServer, error) {
+			a := args
+			a.SkipGetServer = skip
+			return lxdclient.ConnectLXDUnixWithContext(ctx, cfg.Socket, &a)
+		}})
 	} else {
 		args.TLSClientCert = string(cfg.ClientCert)
 		args.TLSClientKey = string(cfg.ClientKey)
 		args.TLSServerCert = string(cfg.ServerCert)
-		s, err = lxdclient.ConnectLXDWithContext(ctx, cfg.URL, args)
+		for _, u := range cfg.URLs {
+			c.eps = append(c.eps, &endpoint{addr: strings.TrimSuffix(u, "/"), connect: func(ctx context.Context, skip bool) (lxdclient.InstanceServer, error) {
+				a := args
+				a.SkipGetServer = skip
+				return lxdclient.ConnectLXDWithContext(ctx, u, &a)
+			}})
+		}
 	}
+	for _, ep := range c.eps {
+		// No request: the client is made here and knows the server once
+		// the address first answers (ensure).
+		s, err := ep.connect(ctx, true)
+		if err != nil {
+			return nil, fmt.Errorf("connect to lxd %s: %w", ep.addr, err)
+		}
+		if _, ok := s.(ctxServer); !ok {
+			return nil, fmt.Errorf("connect to lxd: client %T cannot take a context", s)
+		}
+		ep.base = s
+	}
+	// The first address that answers; a missing project would otherwise
+	// surface only on the first List.
+	err := c.read(ctx, func(s lxdclient.InstanceServer) error {
+		_, _, err := s.GetProject(cfg.Project)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to lxd %s: %w", cfg.Socket+cfg.URL, err)
-	}
-	if _, ok := s.(ctxServer); !ok {
-		return nil, fmt.Errorf("connect to lxd: client %T cannot take a context", s)
-	}
-	c := &Client{base: s, project: cfg.Project, opTimeout: cfg.OpTimeout}
-	// A missing project would otherwise surface only on the first List.
-	if _, _, err := c.server(ctx, "").GetProject(cfg.Project); err != nil {
-		return nil, fmt.Errorf("connect to lxd: project %s: %w", cfg.Project, notFound(err))
+		return nil, fmt.Errorf("connect to lxd %s: project %s: %w", c.addrs(), cfg.Project, classify(notFound(err)))
 	}
 	return c, nil
 }
 
-// server returns a private copy of the connection bound to ctx. The LXD
-// client keeps its context in the struct and its WithContext mutates the
-// receiver, so sharing one value between goroutines would race;
-// UseProject/UseTarget return fresh copies that share the HTTP transport.
+func (c *Client) addrs() string {
+	var out []string
+	for _, ep := range c.eps {
+		out = append(out, ep.addr)
+	}
+	return strings.Join(out, ", ")
+}
+
+// Address is the address in use: the socket's path, or a member's URL.
+func (c *Client) Address() string { return c.current().addr }
+
+func (c *Client) current() *endpoint { return c.eps[c.cur.Load()] }
+
+// server returns a private copy of the connection to the address in use,
+// bound to ctx. The LXD client keeps its context in the struct and its
+// WithContext mutates the receiver, so sharing one value between
+// goroutines would race; UseProject/UseTarget return fresh copies that
+// share the HTTP transport.
 func (c *Client) server(ctx context.Context, target string) lxdclient.InstanceServer {
-	s := c.base.UseProject(c.project)
+	return c.current().server(ctx, c.project, target)
+}
+
+func (ep *endpoint) server(ctx context.Context, project, target string) lxdclient.InstanceServer {
+	ep.ensure(ctx)
+	ep.mu.Lock()
+	base := ep.base
+	ep.mu.Unlock()
+	s := base.UseProject(project)
 	if target != "" {
 		s = s.UseTarget(target)
 	}
 	return permittedServer{s.(ctxServer).WithContext(ctx), ctx}
+}
+
+// ensure makes ep's client know the server, once the address answers:
+// the LXD client checks its API extensions before some calls, and one
+// that never asked assumes every extension. The copies that calls hold
+// keep the client they started with.
+func (ep *endpoint) ensure(ctx context.Context) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.ready {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	s, err := ep.connect(cctx, false)
+	if err != nil {
+		return // the call about to be made finds out, and says so
+	}
+	if _, ok := s.(ctxServer); ok {
+		ep.base, ep.ready = s, true
+	}
+}
+
+// read runs fn, an idempotent call, against the address in use; when that
+// address does not answer, it moves to the next and runs fn again there,
+// once per address.
+func (c *Client) read(ctx context.Context, fn func(lxdclient.InstanceServer) error) error {
+	var err error
+	for range c.eps {
+		ep := c.current()
+		err = fn(ep.server(ctx, c.project, ""))
+		if !c.observe(ep, err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// observe notes how a call to ep went. When ep did not answer (and LXD
+// did not answer through it: a member forwarding for another is not
+// down), the client moves to the next address, and observe reports true.
+func (c *Client) observe(ep *endpoint, err error) bool {
+	if !endpointDown(err) {
+		if err == nil {
+			ep.mu.Lock()
+			ep.failedAt, ep.failure = time.Time{}, ""
+			ep.mu.Unlock()
+		}
+		return false
+	}
+	ep.mu.Lock()
+	ep.failedAt, ep.failure = time.Now(), err.Error()
+	ep.mu.Unlock()
+	if len(c.eps) == 1 {
+		return false
+	}
+	for i, e := range c.eps {
+		if e != ep {
+			continue
+		}
+		next := int32((i + 1) % len(c.eps))
+		if c.cur.CompareAndSwap(int32(i), next) {
+			c.log.Warn().Err(err).Str("from", ep.addr).Str("to", c.eps[next].addr).Msg("lxd: address does not answer; moving to the next")
+		}
+		return true
+	}
+	return false
 }
 
 // call bounds one public call by OpTimeout.
@@ -111,21 +245,45 @@ func (c *Client) waitOrPoll(ctx context.Context, op lxdclient.Operation) error {
 	go func() { done <- op.WaitContext(wctx) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var streamErr error // the event stream ended with the address in use
 	for {
 		select {
 		case err := <-done:
-			return err
-		case <-tick.C:
-			got, _, err := c.server(ctx, "").GetOperation(id)
-			if err != nil || !got.StatusCode.IsFinal() {
-				continue // the event stream may still tell; ctx bounds the wait
+			// In a cluster the operation lives on in a member that answers:
+			// another address can tell how it ends. Alone, LXD is gone.
+			if err == nil || len(c.eps) == 1 || !endpointDown(err) {
+				return err
 			}
-			if got.Err != "" {
+			streamErr, done = err, nil
+			c.probe(ctx)
+		case <-tick.C:
+			ep := c.current()
+			got, _, err := ep.server(ctx, c.project, "").GetOperation(id)
+			switch {
+			case c.observe(ep, err):
+				continue // asked again at the next address
+			case err != nil && streamErr != nil && (api.StatusErrorCheck(err, http.StatusNotFound) || answered(err) && containsAny(err.Error(), memberDownText)):
+				// Nobody knows the operation any more, or the member that
+				// runs it does not answer: what it did is not known.
+				return errors.Join(streamErr, err)
+			case err != nil || !got.StatusCode.IsFinal():
+				continue // the event stream may still tell; ctx bounds the wait
+			case got.Err != "":
 				return errors.New(got.Err)
 			}
 			return nil
 		}
 	}
+}
+
+// probe asks the address in use whether it answers, so that the client
+// moves on at once when it does not.
+func (c *Client) probe(ctx context.Context) {
+	ep := c.current()
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	_, _, err := ep.server(pctx, c.project, "").GetServer()
+	c.observe(ep, err)
 }
 
 // opMetadata returns the metadata of a finished operation as LXD has it
@@ -138,12 +296,16 @@ func opMetadata(s lxdclient.InstanceServer, op lxdclient.Operation, id string) m
 	return op.Get().Metadata
 }
 
-// Ping checks that the server answers.
+// Ping checks that LXD answers, at one of its addresses.
 func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := c.call(ctx)
 	defer cancel()
-	if _, _, err := c.server(ctx, "").GetServer(); err != nil {
-		return classify(fmt.Errorf("ping lxd: %w", err))
+	err := c.read(ctx, func(s lxdclient.InstanceServer) error {
+		_, _, err := s.GetServer()
+		return err
+	})
+	if err != nil {
+		return classify(fmt.Errorf("ping lxd %s: %w", c.Address(), err))
 	}
 	return nil
 }

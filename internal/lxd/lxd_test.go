@@ -43,16 +43,20 @@ func TestConfigValidate(t *testing.T) {
 		want []string // substrings of the error; none means valid
 	}{
 		{"socket", lxd.Config{Socket: "/var/lib/lxd/unix.socket"}, nil},
-		{"url", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key, ServerCert: cert, Project: "ci", OpTimeout: time.Second}, nil},
-		{"url without server cert", lxd.Config{URL: "https://lxd.example:8443", ClientCert: cert, ClientKey: key}, nil},
+		{"url", lxd.Config{URLs: []string{"https://lxd.example:8443"}, ClientCert: cert, ClientKey: key, ServerCert: cert, Project: "ci", OpTimeout: time.Second}, nil},
+		{"cluster members", lxd.Config{URLs: []string{"https://10.0.0.1:8443", "https://10.0.0.2:8443/"}, ClientCert: cert, ClientKey: key, ServerCert: cert}, nil},
+		{"a member twice", lxd.Config{URLs: []string{"https://10.0.0.1:8443", "https://10.0.0.1:8443/"}, ClientCert: cert, ClientKey: key},
+			[]string{`lxd.url "https://10.0.0.1:8443/": listed twice`}},
+		{"a path", lxd.Config{URLs: []string{"https://10.0.0.1:8443/1.0"}, ClientCert: cert, ClientKey: key}, []string{"an address has no path"}},
+		{"url without server cert", lxd.Config{URLs: []string{"https://lxd.example:8443"}, ClientCert: cert, ClientKey: key}, nil},
 		{"neither", lxd.Config{}, []string{"set lxd.socket or lxd.url"}},
-		{"both", lxd.Config{Socket: "/s", URL: "https://h"}, []string{"lxd.socket and lxd.url are mutually exclusive"}},
-		{"every url problem", lxd.Config{URL: "http://h", OpTimeout: -time.Second, Project: "a/b"},
+		{"both", lxd.Config{Socket: "/s", URLs: []string{"https://h"}}, []string{"lxd.socket and lxd.url are mutually exclusive"}},
+		{"every url problem", lxd.Config{URLs: []string{"http://h"}, OpTimeout: -time.Second, Project: "a/b"},
 			[]string{`lxd.url "http://h": scheme must be https`, "lxd.client_cert is required with lxd.url",
 				"lxd.client_key is required with lxd.url", "operation timeout -1s must not be negative", `lxd.project "a/b"`}},
-		{"no host", lxd.Config{URL: "https://", ClientCert: cert, ClientKey: key}, []string{"lxd.url \"https://\": missing host"}},
-		{"bad key pair", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: []byte("junk-SECRET")}, []string{"lxd.client_cert and lxd.client_key: "}},
-		{"bad server cert", lxd.Config{URL: "https://h", ClientCert: cert, ClientKey: key, ServerCert: []byte("junk-SECRET")}, []string{"lxd.server_cert: "}},
+		{"no host", lxd.Config{URLs: []string{"https://"}, ClientCert: cert, ClientKey: key}, []string{"lxd.url \"https://\": missing host"}},
+		{"bad key pair", lxd.Config{URLs: []string{"https://h"}, ClientCert: cert, ClientKey: []byte("junk-SECRET")}, []string{"lxd.client_cert and lxd.client_key: "}},
+		{"bad server cert", lxd.Config{URLs: []string{"https://h"}, ClientCert: cert, ClientKey: key, ServerCert: []byte("junk-SECRET")}, []string{"lxd.server_cert: "}},
 		{"certs with socket", lxd.Config{Socket: "/s", ClientCert: cert}, []string{"only used with lxd.url"}},
 	}
 	for _, tt := range tests {

@@ -65,6 +65,7 @@ func (s *Scheduler) apply(tx fleet.Tx, m fleet.Metrics, d fleet.Delivery) error 
 		}
 		if known && job.State == fleet.JobQueued {
 			m.JobStarted(job.Pool, d.ReceivedAt.Sub(job.QueuedAt))
+			job.Reason = "" // why it waited: it waits no more
 		}
 		job.State, job.RunnerName, job.StartedAt = fleet.JobInProgress, d.RunnerName, d.ReceivedAt
 		if err := tx.PutJob(job); err != nil {
@@ -87,6 +88,9 @@ func (s *Scheduler) apply(tx fleet.Tx, m fleet.Metrics, d fleet.Delivery) error 
 		}
 		if job.State == fleet.JobInProgress && !job.StartedAt.IsZero() {
 			m.JobCompleted(job.Pool, d.Conclusion, d.ReceivedAt.Sub(job.StartedAt))
+		}
+		if known && job.State == fleet.JobQueued {
+			job.Reason = "" // cancelled while waiting: the wait's reason no longer says anything
 		}
 		job.State, job.Conclusion, job.CompletedAt = fleet.JobCompleted, d.Conclusion, d.ReceivedAt
 		if d.RunnerName != "" {

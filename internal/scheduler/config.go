@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -50,8 +51,13 @@ const (
 
 // Config is the scheduler's part of the service configuration.
 type Config struct {
-	Pools               []Pool
-	MaxInstances        int           // across all pools
+	Pools        []Pool
+	MaxInstances int // across all pools
+	// TargetLimits caps our runners on a cluster member (key: its name)
+	// or on a cluster group's members together (key: "@group"), across
+	// every pool: pools that share hardware (a member with two GPUs)
+	// share its limit.
+	TargetLimits        map[string]int
 	RegistrationTimeout time.Duration // a runner must be online or busy by then
 	MaxJobDuration      time.Duration
 	NamePrefix          string        // instance and runner names start with it
@@ -61,6 +67,10 @@ type Config struct {
 	MaxAttempts         int           // runners per job that may miss registration_timeout before it is given up
 	Retention           time.Duration // finished jobs, timelines and deliveries are kept this long
 	OnlineCheckInterval time.Duration // how often GitHub is asked whether started runners are online yet
+	// ClusterInterval is how often LXD's members are read (with a Cluster
+	// port): a member that stops answering is skipped from then on. Not in
+	// the file; tests change it.
+	ClusterInterval time.Duration
 	// RecheckQueuedAfter: before a launch for a job queued longer than
 	// this, GitHub is asked whether it is still queued. Not in the file;
 	// tests change it.
@@ -96,6 +106,7 @@ const (
 	DefaultOnlineCheckInterval = 5 * time.Second
 	DefaultRunnerGroup         = "Default"
 	DefaultRecheckQueuedAfter  = 10 * time.Minute
+	DefaultClusterInterval     = 5 * time.Second
 )
 
 // DefaultTimeouts are the Timeouts that a zero field takes.
@@ -123,6 +134,7 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.OnlineCheckInterval, DefaultOnlineCheckInterval)
 	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
 	orDefault(&c.RecheckQueuedAfter, DefaultRecheckQueuedAfter)
+	orDefault(&c.ClusterInterval, DefaultClusterInterval)
 	t, d := &c.Timeouts, DefaultTimeouts
 	orDefault(&t.Launch, d.Launch)
 	orDefault(&t.Teardown, d.Teardown)
@@ -184,6 +196,14 @@ func (c Config) Validate() error {
 	if len(c.Pools) == 0 {
 		add("pools: at least one pool is required")
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.TargetLimits)) {
+		switch n := c.TargetLimits[k]; {
+		case strings.TrimPrefix(k, "@") == "" || strings.ContainsAny(k, " /\t\n") || strings.LastIndex(k, "@") > 0:
+			add("limits.targets %q: want a cluster member's name or @group", k)
+		case n < 1:
+			add("limits.targets %q: %d: a limit must be at least 1 (drain a member to stop launches there)", k, n)
+		}
+	}
 	seen := map[string]bool{}
 	for i, p := range c.Pools {
 		where := fmt.Sprintf("pools[%d]", i)
@@ -215,6 +235,9 @@ func (c Config) Validate() error {
 		}
 		if p.MaxInstances < 0 {
 			add("%s: max_instances must not be negative", where)
+		}
+		if t := p.Target; t != "" && (strings.TrimPrefix(t, "@") == "" || strings.ContainsAny(t, " /\t\n") || strings.LastIndex(t, "@") > 0) {
+			add("%s: target %q: want a cluster member's name or @group", where, t)
 		}
 		if p.MinIdle < 0 || p.MaxIdleAge < 0 {
 			add("%s: min_idle and max_idle_age must not be negative", where)

@@ -14,6 +14,9 @@ type Snapshot struct {
 	NotBefore map[string]time.Time
 	Orgs      []fleet.Org // organizations that warm pools keep runners for
 	Drained   map[string]bool
+	// Placement, when set, is the cluster: Decide then names the member
+	// each runner goes to.
+	Placement *Placement
 }
 
 // Launch asks for one runner in a pool, for the org and installation of
@@ -23,6 +26,7 @@ type Launch struct {
 	Org            string
 	InstallationID int64
 	JobID          int64
+	Member         string // the cluster member to launch on; empty: LXD places it by the pool's target
 }
 
 // Teardown asks for a runner to be deleted.
@@ -36,6 +40,19 @@ type Teardown struct {
 type Decision struct {
 	Launches  []Launch
 	Teardowns []Teardown
+	// Waiting says, by job, why a queued job gets no runner when the
+	// cluster is why: no member can run its pool, or none can take a
+	// runner now. Other jobs have no entry.
+	Waiting map[int64]string
+	// Lost are runners with a job (busy, or deleting after it) whose
+	// member does not answer: their jobs fail at GitHub, and the service
+	// does not run them again.
+	Lost []LostRunner
+}
+
+// LostRunner is a busy runner on a member that does not answer.
+type LostRunner struct {
+	Runner, Member string
 }
 
 type bucket struct{ pool, org string }
@@ -47,20 +64,65 @@ type bucket struct{ pool, org string }
 // the limits; surplus idle runners are torn down; timers catch runners that
 // never register and jobs that run too long.
 func Decide(cfg Config, s Snapshot) Decision {
-	var d Decision
+	d := Decision{Waiting: map[int64]string{}}
+	pl := s.Placement
 	unassigned := map[bucket]int{}
 	queued := map[bucket]int{}
 	poolTotal := map[string]int{}
+	onMember := map[string]int{}
 	total, launching := 0, 0
+	live := s.Runners[:0:0]
 	for _, r := range s.Runners {
+		// A runner on a member that does not answer is no capacity: not a
+		// runner for a queued job, not a warm one, and it holds no slot.
+		if m, lost := pl.lost(r); lost {
+			switch {
+			case r.State == fleet.RunnerBusy, r.State == fleet.RunnerDeleting && r.DeleteMode == fleet.ModeJobDone:
+				// Its job fails at GitHub, if GitHub has not said so already.
+				d.Lost = append(d.Lost, LostRunner{Runner: r.Name, Member: m})
+			case r.State == fleet.RunnerStarted:
+				// Its GitHub record goes now, so no job is given to it; its
+				// instance when the member answers again.
+				d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus, Reason: "member " + m + " does not answer"})
+			}
+			continue
+		}
+		live = append(live, r)
 		total++
 		poolTotal[r.Pool]++
+		if pl != nil && pl.Where[r.Name] != "" {
+			onMember[pl.Where[r.Name]]++
+		}
 		switch r.State {
 		case fleet.RunnerLaunching:
 			launching++
 			unassigned[bucket{r.Pool, r.Org}]++
 		case fleet.RunnerStarted:
 			unassigned[bucket{r.Pool, r.Org}]++
+		}
+	}
+
+	// place names the member for one more runner of p, or says why there
+	// is none. Without a cluster view there is no member to name; nor is
+	// there on a standalone server, which takes no target, though it is
+	// still checked (its architectures).
+	place := func(p *Pool) (string, string, bool) {
+		if pl == nil {
+			return "", "", true
+		}
+		m, why := pl.place(cfg, p, onMember)
+		if m != "" && !pl.Clustered {
+			return "", "", true
+		}
+		return m, why, m != ""
+	}
+	launch := func(l Launch) {
+		d.Launches = append(d.Launches, l)
+		total++
+		launching++
+		poolTotal[l.Pool]++
+		if l.Member != "" {
+			onMember[l.Member]++
 		}
 	}
 
@@ -79,6 +141,13 @@ func Decide(cfg Config, s Snapshot) Decision {
 		if p == nil {
 			continue // pool removed from the config; the job waits for an operator
 		}
+		if pl != nil {
+			// No member can ever run the pool: say so whatever the limits.
+			if _, why := pl.candidates(p); why != "" {
+				d.Waiting[j.ID] = why
+				continue
+			}
+		}
 		if s.Now.Before(s.NotBefore[p.Name]) || s.Drained[p.Name] {
 			continue
 		}
@@ -88,10 +157,12 @@ func Decide(cfg Config, s Snapshot) Decision {
 		if p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances {
 			continue
 		}
-		d.Launches = append(d.Launches, Launch{Pool: p.Name, Org: j.Org, InstallationID: j.InstallationID, JobID: j.ID})
-		total++
-		launching++
-		poolTotal[p.Name]++
+		member, why, ok := place(p)
+		if !ok {
+			d.Waiting[j.ID] = why
+			continue
+		}
+		launch(Launch{Pool: p.Name, Org: j.Org, InstallationID: j.InstallationID, JobID: j.ID, Member: member})
 		covered[b]++
 		launched[b]++
 	}
@@ -112,10 +183,11 @@ func Decide(cfg Config, s Snapshot) Decision {
 					(p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances) {
 					break
 				}
-				d.Launches = append(d.Launches, Launch{Pool: p.Name, Org: o.Login, InstallationID: o.InstallationID})
-				total++
-				launching++
-				poolTotal[p.Name]++
+				member, _, ok := place(p)
+				if !ok {
+					break
+				}
+				launch(Launch{Pool: p.Name, Org: o.Login, InstallationID: o.InstallationID, Member: member})
 				launched[b]++
 			}
 		}
@@ -131,8 +203,8 @@ func Decide(cfg Config, s Snapshot) Decision {
 			surplus[b] = n - queued[b] - warm[b]
 		}
 	}
-	for i := len(s.Runners) - 1; i >= 0; i-- {
-		r := s.Runners[i]
+	for i := len(live) - 1; i >= 0; i-- {
+		r := live[i]
 		b := bucket{r.Pool, r.Org}
 		if r.State != fleet.RunnerStarted || surplus[b] == 0 {
 			continue
@@ -141,8 +213,17 @@ func Decide(cfg Config, s Snapshot) Decision {
 		d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus, Reason: "surplus idle runner"})
 	}
 
+	// Idle runners on a member being drained or evacuated leave it; a
+	// replacement goes elsewhere next step. Like a surplus runner, GitHub
+	// is asked first, so one that just took a job finishes it there.
+	for _, r := range live {
+		if _, why := pl.retiring(r); why != "" && r.State == fleet.RunnerStarted && !alreadyTorn(d, r.Name) {
+			d.Teardowns = append(d.Teardowns, Teardown{Runner: r.Name, Mode: fleet.ModeSurplus, Reason: "idle runner retired: " + why})
+		}
+	}
+
 	// Timers.
-	for _, r := range s.Runners {
+	for _, r := range live {
 		switch {
 		case r.State == fleet.RunnerStarted && r.OnlineAt.IsZero() && cfg.RegistrationTimeout > 0 &&
 			!s.Now.Before(r.StartedAt.Add(cfg.RegistrationTimeout)) && !alreadyTorn(d, r.Name):

@@ -16,7 +16,7 @@ import (
 // the pool backs off; the job stays queued, so it is never lost. When
 // recheck is set (the job waited long), GitHub is first asked whether the
 // job still waits for a runner.
-func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job) {
+func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job, member string) {
 	log := s.log.With().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Logger()
 	pool := s.cfg.pool(r.Pool)
 	ctx, cancel := context.WithTimeout(s.work, s.cfg.Timeouts.Launch)
@@ -41,9 +41,13 @@ func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job) {
 		return
 	}
 
+	target := pool.Target
+	if member != "" {
+		target = member
+	}
 	spec := fleet.InstanceSpec{
 		Name: r.Name, Image: pool.Image, SourceInstance: pool.SourceInstance, Type: pool.Type,
-		Architecture: pool.Architecture, Target: pool.Target, Profiles: pool.Profiles, Config: pool.Config,
+		Architecture: pool.Architecture, Target: target, Profiles: pool.Profiles, Config: pool.Config,
 		Labels: fleet.InstanceLabels{
 			Owner: s.cfg.NamePrefix, Pool: r.Pool, JobID: r.JobID, RunnerID: jit.RunnerID,
 			Org: r.Org, InstallationID: r.InstallationID, CreatedAt: r.CreatedAt,
@@ -59,6 +63,9 @@ func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job) {
 	took := s.clock.Now().Sub(began)
 	if err != nil {
 		s.m.Launch(r.Pool, "error", took)
+		if member != "" && errors.Is(err, fleet.ErrMemberUnreachable) {
+			s.suspectMember(member)
+		}
 		s.launchFailed(log, r, "create", err)
 		return
 	}
@@ -82,7 +89,12 @@ func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job) {
 // launchFailed backs the pool off and cleans up after a launch that failed
 // at stage.
 func (s *Scheduler) launchFailed(log zerolog.Logger, r fleet.Runner, stage string, err error) {
-	wait := s.workers.launchFailed(r.Pool, s.clock.Now(), s.cfg.MaxBackoff)
+	var wait time.Duration
+	// A member that does not answer is skipped from now on: the pool's
+	// next launch goes elsewhere at once, with no backoff.
+	if !errors.Is(err, fleet.ErrMemberUnreachable) {
+		wait = s.workers.launchFailed(r.Pool, s.clock.Now(), s.cfg.MaxBackoff)
+	}
 	log.Error().Err(err).Str("stage", stage).Dur("retry_in", wait).Msg("launch failed; the job stays queued")
 	s.event(r.JobID, "launch_failed", fmt.Sprintf("%s %s: %v; retry in %v", r.Name, stage, err, wait.Round(time.Second)))
 	if stage == "create" {

@@ -28,6 +28,7 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	// Runners with a worker before the listing may change under it; so may
 	// those with a worker when the state is read. Both are left alone.
 	busyWorkers := s.running(nil)
+	s.refreshCluster(ctx, true)
 	insts, err := s.lxd.List(ctx)
 	if err != nil {
 		s.m.ReconcileError()
@@ -43,6 +44,17 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		mine = append(mine, in)
 	}
 	insts = mine
+	// Where each of ours is; whether its member answers.
+	s.noteInstances(insts)
+	pl := s.placement(nil)
+	unreachable := func(name string) bool {
+		_, lost := pl.lost(fleet.Runner{Name: name})
+		return lost || exists[name].State == fleet.InstanceError
+	}
+	if err := s.confirmListing(ctx, exists, busyWorkers, unreachable); err != nil {
+		s.m.ReconcileError()
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	owned := map[string]bool{}
 	var orgs []fleet.Org
 	err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
@@ -57,7 +69,11 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		s.running(busyWorkers)
 		for _, r := range live {
 			owned[r.Name] = true
-			if busyWorkers[r.Name] {
+			// A runner whose member does not answer is left as it is: LXD
+			// cannot say whether its instance runs (a member whose daemon
+			// died keeps its containers running). It is seen to again when
+			// the member answers.
+			if busyWorkers[r.Name] || unreachable(r.Name) {
 				continue
 			}
 			in, ok := exists[r.Name]
@@ -89,7 +105,17 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 				if running {
 					continue
 				}
-				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "instance gone or stopped"
+				busy := r.State == fleet.RunnerBusy
+				r.State, r.DeleteMode, r.Reason = fleet.RunnerDeleting, fleet.ModeForce, "instance gone"
+				if ok {
+					r.Reason = "instance " + string(in.State) + " in LXD"
+				}
+				if busy {
+					// Its job dies with it, and GitHub fails it.
+					if err := tx.AddEvent(jobOf(tx, r), s.clock.Now(), "runner_lost", r.Name+": "+r.Reason); err != nil {
+						return err
+					}
+				}
 			default:
 				continue
 			}
@@ -104,8 +130,13 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	inflight := s.running(nil)
+	s.forgetRunners(func(name string) bool {
+		_, ok := exists[name]
+		return ok || owned[name] || inflight[name]
+	})
 	for _, in := range insts {
-		if owned[in.Name] || busyWorkers[in.Name] {
+		if owned[in.Name] || busyWorkers[in.Name] || unreachable(in.Name) {
 			continue
 		}
 		// The state may have been lost or restored: an instance it does not
@@ -144,6 +175,45 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		return err
 	}
 	s.m.ReconcileDone(s.clock.Now())
+	return nil
+}
+
+// confirmListing asks LXD again, one instance at a time, about each live
+// runner whose instance the listing shows missing or not running, and
+// corrects exists with the answer; a runner is torn down on that word
+// only. While a cluster recovers from the loss of a member (its database
+// leader, above all), a listing was seen to show running instances of
+// healthy members as gone or stopped: a teardown on it killed runners in
+// the middle of their jobs.
+func (s *Scheduler) confirmListing(ctx context.Context, exists map[string]fleet.Instance, busy map[string]bool, unreachable func(string) bool) error {
+	var live []fleet.Runner
+	if err := s.st.View(ctx, func(tx fleet.Tx) (err error) { live, err = tx.LiveRunners(); return err }); err != nil {
+		return err
+	}
+	for _, r := range live {
+		if in, ok := exists[r.Name]; (ok && in.Running()) || busy[r.Name] || unreachable(r.Name) {
+			continue
+		}
+		switch r.State {
+		case fleet.RunnerLaunching, fleet.RunnerStarted, fleet.RunnerBusy:
+		default:
+			continue
+		}
+		in, err := s.lxd.Get(ctx, r.Name)
+		switch {
+		case errors.Is(err, fleet.ErrNotFound):
+			delete(exists, r.Name)
+		case err != nil:
+			// Not known now: left for the next round, as if it ran.
+			s.log.Warn().Err(err).Str("instance", r.Name).Msg("reconcile: cannot confirm the listing; left for the next round")
+			exists[r.Name] = fleet.Instance{Name: r.Name, State: fleet.InstanceError}
+		default:
+			if prev, ok := exists[r.Name]; !ok || prev.State != in.State {
+				s.log.Info().Str("instance", r.Name).Str("listed", string(prev.State)).Str("now", string(in.State)).Msg("reconcile: LXD's listing corrected")
+			}
+			exists[r.Name] = in
+		}
+	}
 	return nil
 }
 

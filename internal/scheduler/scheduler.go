@@ -32,9 +32,12 @@ type Deps struct {
 	State     fleet.State
 	Instances fleet.Instances
 	GitHub    fleet.GitHub
-	Metrics   fleet.Metrics // nil: none
-	Clock     fleet.Clock   // nil: the wall clock
-	Log       zerolog.Logger
+	// Cluster, when set, lets the scheduler place runners on LXD's
+	// members itself (see Placement); nil: LXD places them.
+	Cluster fleet.Cluster
+	Metrics fleet.Metrics // nil: none
+	Clock   fleet.Clock   // nil: the wall clock
+	Log     zerolog.Logger
 }
 
 // Scheduler owns the loop.
@@ -49,6 +52,7 @@ type Scheduler struct {
 
 	kick chan struct{}
 	*workers
+	cl *cluster
 
 	// hold, when set, is why no pool may launch now (in memory only).
 	hold atomic.Pointer[string]
@@ -80,6 +84,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 		log:     d.Log.With().Str("component", "scheduler").Logger(),
 		kick:    make(chan struct{}, 1),
 		workers: newWorkers(),
+		cl:      newCluster(d.Cluster),
 		orgs:    map[fleet.Org]bool{},
 		warm:    slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
 	}, nil
@@ -168,6 +173,7 @@ func (s *Scheduler) RecycleIdle(ctx context.Context, image string, at time.Time)
 // the last, as after a restart.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.workers, s.orgs, s.orgsLoaded = newWorkers(), map[fleet.Org]bool{}, false
+	s.cl = newCluster(s.cl.port)
 	defer s.stop(s.clock, s.cfg.Timeouts.ShutdownGrace)
 	if err := s.Reconcile(ctx); err != nil {
 		s.log.Warn().Err(err).Msg("reconcile at start failed; will retry")
@@ -178,7 +184,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer rec.Stop()
 	online := s.clock.NewTicker(s.cfg.OnlineCheckInterval)
 	defer online.Stop()
-	var checking atomic.Bool
+	members := s.clock.NewTicker(s.cfg.ClusterInterval)
+	defer members.Stop()
+	var checking, reading atomic.Bool
 	for {
 		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error().Err(err).Msg("scheduler step failed")
@@ -198,6 +206,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				s.wg.Go(func() {
 					defer checking.Store(false)
 					s.checkOnline(s.work)
+				})
+			}
+		case <-members.C():
+			// Off the loop too: a member that stopped answering may make
+			// the read wait.
+			if s.cl.port != nil && reading.CompareAndSwap(false, true) {
+				s.wg.Go(func() {
+					defer reading.Store(false)
+					s.refreshCluster(s.work, false)
 				})
 			}
 		case <-rec.C():
@@ -237,6 +254,9 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			return err
 		}
 		dec := Decide(s.cfg, snap)
+		if err := s.recordWaits(tx, snap, dec, now); err != nil {
+			return err
+		}
 
 		queued := make(map[int64]fleet.Job, len(snap.Queued))
 		for _, j := range snap.Queued {
@@ -261,7 +281,10 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			if j, ok := queued[l.JobID]; ok && l.JobID != 0 && now.Sub(j.QueuedAt) > s.cfg.RecheckQueuedAfter {
 				recheck = &j
 			}
-			launch = append(launch, launchOrder{r, recheck})
+			if l.Member != "" {
+				s.setWhere(r.Name, l.Member)
+			}
+			launch = append(launch, launchOrder{r, recheck, l.Member})
 		}
 		for _, t := range dec.Teardowns {
 			r := byName[t.Runner]
@@ -275,9 +298,15 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			byName[r.Name] = r
 		}
 		for _, r := range byName {
-			if r.State == fleet.RunnerDeleting {
-				teardown = append(teardown, r)
+			if r.State != fleet.RunnerDeleting {
+				continue
 			}
+			// On a member that does not answer, only what GitHub holds can
+			// go now; the instance waits for the member.
+			if _, lost := snap.Placement.lost(r); lost && !r.DeleteMode.Checked() {
+				continue
+			}
+			teardown = append(teardown, r)
 		}
 		return nil
 	})
@@ -288,8 +317,12 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		s.Notify()
 	}
 	for _, l := range launch {
-		s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name).Msg("launching runner")
-		s.start(l.r, func(r fleet.Runner) { s.launch(r, l.recheck) }, s.Notify)
+		ev := s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name)
+		if l.member != "" {
+			ev = ev.Str("member", l.member)
+		}
+		ev.Msg("launching runner")
+		s.start(l.r, func(r fleet.Runner) { s.launch(r, l.recheck, l.member) }, s.Notify)
 	}
 	for _, r := range teardown {
 		if !now.Before(s.retryAt(r.Name)) {
@@ -304,6 +337,7 @@ func (s *Scheduler) Step(ctx context.Context) error {
 type launchOrder struct {
 	r       fleet.Runner
 	recheck *fleet.Job
+	member  string // the cluster member to launch on; empty: the pool's target
 }
 
 // snapshot reads what Decide needs.
@@ -323,6 +357,13 @@ func (s *Scheduler) snapshot(tx fleet.Tx, now time.Time) (Snapshot, error) {
 		for _, p := range s.cfg.Pools {
 			snap.Drained[p.Name] = true
 		}
+	}
+	if s.cl.port != nil {
+		members, err := tx.DrainedMembers()
+		if err != nil {
+			return snap, err
+		}
+		snap.Placement = s.placement(members)
 	}
 	if s.warm {
 		if !s.orgsLoaded {
@@ -350,4 +391,55 @@ func (s *Scheduler) newName(pool string) string {
 	var b [4]byte
 	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails
 	return s.cfg.NamePrefix + pool + "-" + hex.EncodeToString(b[:])
+}
+
+// recordWaits writes, on each queued job, why the cluster keeps it
+// waiting (and clears it when that ends), with a timeline step when the
+// reason changes; and reports, once, each runner with a job whose member
+// does not answer: its job fails at GitHub and is not run again here.
+func (s *Scheduler) recordWaits(tx fleet.Tx, snap Snapshot, dec Decision, now time.Time) error {
+	for _, j := range snap.Queued {
+		want := dec.Waiting[j.ID]
+		if j.Reason == want {
+			continue
+		}
+		j.Reason = want
+		if err := tx.PutJob(j); err != nil {
+			return err
+		}
+		if want == "" {
+			continue
+		}
+		s.log.Info().Int64("job_id", j.ID).Str("pool", j.Pool).Str("reason", want).Msg("job waits")
+		if err := tx.AddEvent(j.ID, now, "waiting", want); err != nil {
+			return err
+		}
+	}
+	for _, l := range dec.Lost {
+		why := "runner " + l.Runner + " lost: cluster member " + l.Member + " does not answer; GitHub fails its job, and the service does not run it again (re-run the workflow)"
+		// What is reported is in the state (a step's transaction may run
+		// again), but for a runner with no job, which only the log says.
+		j, err := tx.JobByRunner(l.Runner)
+		switch {
+		case errors.Is(err, fleet.ErrNotFound):
+			if s.firstReport(l.Runner) {
+				s.log.Warn().Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member")
+			}
+			continue
+		case err != nil:
+			return err
+		}
+		if j.Reason == why || (j.State == fleet.JobCompleted && j.Conclusion == "success") {
+			continue // reported, or it ended well before its member was lost
+		}
+		s.log.Warn().Int64("job_id", j.ID).Str("instance", l.Runner).Str("member", l.Member).Msg("runner lost with its cluster member: GitHub fails its job")
+		j.Reason = why
+		if err := tx.PutJob(j); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(j.ID, now, "runner_lost", why); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -49,8 +49,28 @@ func (s *Scheduler) teardown(r fleet.Runner) {
 		}
 	}
 
-	// The GitHub record is gone (or the runner's job is over): delete the
-	// instance, unless an in_progress event claimed the runner meanwhile.
+	// The GitHub record is gone (or the runner's job is over). On a member
+	// that does not answer, the instance waits for the member: what is
+	// left to do is a forced delete, which the loop starts once the member
+	// answers again.
+	if m, lost := s.lostMember(r.Name); lost {
+		if r.DeleteMode.Checked() {
+			if err := s.update(r.Name, func(x *fleet.Runner) bool {
+				if x.State != fleet.RunnerDeleting {
+					return false
+				}
+				x.DeleteMode = fleet.ModeForce
+				return true
+			}); err != nil {
+				log.Error().Err(err).Msg("record teardown waiting for its member")
+			}
+		}
+		log.Info().Str("member", m).Msg("instance left until its cluster member answers again")
+		return
+	}
+
+	// Delete the instance, unless an in_progress event claimed the runner
+	// meanwhile.
 	var still bool
 	err := s.st.View(ctx, func(tx fleet.Tx) error {
 		x, err := tx.Runner(r.Name)

@@ -160,6 +160,15 @@ func testContract(t *testing.T, open func() *Store) {
 		if err := tx.SetDrained("gpu", true); err != nil { // twice: still one
 			return err
 		}
+		if err := tx.SetMemberDrained("node2", true); err != nil {
+			return err
+		}
+		if err := tx.SetMemberDrained("node3", true); err != nil {
+			return err
+		}
+		if err := tx.SetMemberDrained("node3", false); err != nil {
+			return err
+		}
 		return tx.SetDrained("linux", false) // never drained: nothing
 	})
 	for i := range 3 {
@@ -186,6 +195,9 @@ func testContract(t *testing.T, open func() *Store) {
 		}
 		if d, err := tx.Drained(); err != nil || fmt.Sprint(d) != "map[gpu:true]" {
 			t.Errorf("Drained = %v, %v", d, err)
+		}
+		if d, err := tx.DrainedMembers(); err != nil || fmt.Sprint(d) != "map[node2:true]" {
+			t.Errorf("DrainedMembers = %v, %v", d, err)
 		}
 		rest, err := tx.PendingDeliveries(10)
 		if err != nil || len(rest) != 2 || rest[0].DeliveryID != "g1" || !rest[0].Public || rest[1].Public ||

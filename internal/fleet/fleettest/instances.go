@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
@@ -25,13 +26,16 @@ type Instances struct {
 	block     chan struct{}
 	away      bool
 	halfMade  fleet.InstanceState
+	down      map[string]bool // cluster members that do not answer
+	deletes   map[string]int  // delete attempts by instance
 }
 
 var _ fleet.Instances = (*Instances)(nil)
 
 // NewInstances returns an empty LXD.
 func NewInstances() *Instances {
-	return &Instances{instances: map[string]fleet.Instance{}, specs: map[string]fleet.InstanceSpec{}}
+	return &Instances{instances: map[string]fleet.Instance{}, specs: map[string]fleet.InstanceSpec{}, down: map[string]bool{},
+		deletes: map[string]int{}}
 }
 
 // Create makes the instance Running, with the spec's labels.
@@ -63,8 +67,17 @@ func (m *Instances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
 	if _, ok := m.instances[spec.Name]; ok {
 		return fmt.Errorf("instance %s exists", spec.Name)
 	}
+	// A target that names a member puts it there; a group or none leaves
+	// no location, as if LXD were not clustered.
+	loc := spec.Target
+	if strings.HasPrefix(loc, "@") {
+		loc = ""
+	}
+	if m.down[loc] {
+		return fmt.Errorf("create instance %s: Unable to connect to %s: %w", spec.Name, loc, fleet.ErrMemberUnreachable)
+	}
 	m.creates++
-	m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: fleet.InstanceRunning}
+	m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: fleet.InstanceRunning, Location: loc}
 	m.specs[spec.Name] = spec
 	m.peak = max(m.peak, len(m.instances))
 	return nil
@@ -76,8 +89,36 @@ func (m *Instances) Delete(_ context.Context, name string) error {
 	if m.away {
 		return ErrAway
 	}
+	m.deletes[name]++
+	if in, ok := m.instances[name]; ok && m.down[in.Location] {
+		return fmt.Errorf("delete instance %s: Missing event connection with target cluster member: %w", name, fleet.ErrMemberUnreachable)
+	}
 	delete(m.instances, name)
 	return nil
+}
+
+// SetMemberDown makes a cluster member stop answering (or answer again):
+// a create that targets it and a delete of an instance on it fail, and
+// its instances are listed in state error, as LXD lists them.
+func (m *Instances) SetMemberDown(member string, down bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.down[member] = down
+}
+
+// Deletes is how many times a delete of the named instance was asked.
+func (m *Instances) Deletes(name string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.deletes[name]
+}
+
+// view is an instance as LXD lists it now.
+func (m *Instances) view(in fleet.Instance) fleet.Instance {
+	if m.down[in.Location] {
+		in.State = fleet.InstanceError
+	}
+	return in
 }
 
 // List returns the managed instances, sorted by name.
@@ -90,7 +131,7 @@ func (m *Instances) List(context.Context) ([]fleet.Instance, error) {
 	var out []fleet.Instance
 	for _, in := range m.instances {
 		if in.Managed {
-			out = append(out, in)
+			out = append(out, m.view(in))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -107,7 +148,7 @@ func (m *Instances) Get(_ context.Context, name string) (fleet.Instance, error) 
 	if !ok {
 		return fleet.Instance{}, fmt.Errorf("instance %s: %w", name, fleet.ErrNotFound)
 	}
-	return in, nil
+	return m.view(in), nil
 }
 
 // Put adds or replaces an instance as if someone made it by other means.
