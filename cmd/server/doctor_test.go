@@ -119,7 +119,7 @@ func TestDoctor(t *testing.T) {
 		{name: "lxd", edit: func(c *liveConfig) { c.socket = filepath.Join(e.dir, "no.sock") },
 			want: "FAIL  lxd: connect to lxd " + filepath.Join(e.dir, "no.sock")},
 		{name: "lxd project", edit: func(c *liveConfig) { c.project = "nope-" + lxdtest.Name(t) },
-			want: "FAIL  lxd project: connect to lxd: project nope-t-"},
+			want: "FAIL  lxd project: connect to lxd " + lxdtest.SocketPath() + ": project nope-t-"},
 		{name: "image", edit: func(c *liveConfig) { c.image = "t-no-such-image" },
 			want: "FAIL  pool linux: image: t-no-such-image is not in LXD: build it (lxd-gha-autoscaler image build t-no-such-image --config"},
 		{name: "source instance", edit: func(c *liveConfig) { c.image, c.source = "", "t-no-such-instance" },
