@@ -58,6 +58,10 @@ type GitHub interface {
 	// WorkflowJob returns GitHub's view of a job of repo ("owner/name");
 	// ErrNotFound when GitHub has no such job there.
 	WorkflowJob(ctx context.Context, installationID int64, repo string, jobID int64) (JobStatus, error)
+	// Installations returns the organizations the App is installed on,
+	// without suspended installations and accounts that are not
+	// organizations.
+	Installations(ctx context.Context) ([]Org, error)
 }
 
 // RunnerGroup is what GitHub enforces about a runner group: whose jobs it

@@ -55,6 +55,9 @@ type Instance struct {
 	// Location is the cluster member that holds it; empty when LXD is
 	// not clustered.
 	Location string
+	// Image is the fingerprint of the image it was made from; empty for
+	// a copy of an instance.
+	Image string
 }
 
 // Running reports whether LXD says the instance runs.
@@ -72,4 +75,17 @@ type Instances interface {
 	// Get returns one instance, managed or not; ErrNotFound when it does
 	// not exist.
 	Get(ctx context.Context, name string) (Instance, error)
+
+	// Prepare creates the instance as ephemeral and leaves it stopped:
+	// made from its image, with its labels, holding no JIT config
+	// (spec.JITConfig must be empty) and no registration. It costs disk,
+	// not CPU or memory.
+	Prepare(ctx context.Context, spec InstanceSpec) error
+	// StartPrepared gives a prepared instance its runner (labels and the
+	// JIT config) and starts it: a launch whose create was done ahead of
+	// time. When the start fails the instance is deleted.
+	StartPrepared(ctx context.Context, name string, labels InstanceLabels, jit Secret) error
+	// ImageFingerprint returns the fingerprint an image alias (or a
+	// fingerprint's prefix) stands for now; ErrNotFound when none.
+	ImageFingerprint(ctx context.Context, image string) (string, error)
 }

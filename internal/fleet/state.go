@@ -75,6 +75,18 @@ type Tx interface {
 	// none was.
 	LastWebhook() (Webhook, error)
 
+	// PutInstallation records what was heard of an installation of the
+	// App, unless a later word on it is recorded already (by At).
+	PutInstallation(Installation) error
+	// Installations returns every installation heard of, by id.
+	Installations() ([]Installation, error)
+	// PutPrepared adds or replaces a prepared instance's row.
+	PutPrepared(Prepared) error
+	// PreparedInstances returns the prepared instances, oldest first.
+	PreparedInstances() ([]Prepared, error)
+	// DeletePrepared removes a prepared instance's row: its instance is
+	// gone, or a job took it. A missing row is no error.
+	DeletePrepared(name string) error
 	// Prune deletes what is older than before and no longer needed:
 	// finished jobs and their timelines, applied deliveries and ended
 	// runners. It reports the rows deleted.

@@ -113,3 +113,39 @@ func (g guardedGitHub) ListRunners(ctx context.Context, installationID int64, or
 	}
 	return g.inner.ListRunners(ctx, installationID, org)
 }
+
+func (g guardedInstances) Prepare(ctx context.Context, spec fleet.InstanceSpec) error {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.Prepare(ctx, spec)
+}
+
+func (g guardedInstances) StartPrepared(ctx context.Context, name string, labels fleet.InstanceLabels, jit fleet.Secret) error {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return err
+	}
+	return g.inner.StartPrepared(ctx, name, labels, jit)
+}
+
+func (g guardedInstances) ImageFingerprint(ctx context.Context, image string) (string, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return "", err
+	}
+	return g.inner.ImageFingerprint(ctx, image)
+}
+
+func (g guardedGitHub) Installations(ctx context.Context) ([]fleet.Org, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return nil, err
+	}
+	return g.inner.Installations(ctx)
+}

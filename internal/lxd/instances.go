@@ -29,6 +29,24 @@ const cleanupTimeout = 30 * time.Second
 // fleet.ErrNotFound. Errors never contain the JIT config.
 func (c *Client) Create(ctx context.Context, spec fleet.InstanceSpec) (err error) {
 	defer func() { err = classify(redact(err, spec.JITConfig.Reveal())) }()
+	return c.create(ctx, spec, true)
+}
+
+// Prepare creates spec as an ephemeral instance and leaves it stopped,
+// with its labels and fleet.KeyManaged set and no JIT config: a prepared
+// instance, which StartPrepared gives its runner later. A stopped
+// ephemeral instance stays until it is deleted: LXD deletes one when it
+// stops, not when it was never started.
+func (c *Client) Prepare(ctx context.Context, spec fleet.InstanceSpec) (err error) {
+	if spec.JITConfig != "" {
+		return fmt.Errorf("prepare instance %s: a prepared instance holds no JIT config", spec.Name)
+	}
+	defer func() { err = classify(err) }()
+	return c.create(ctx, spec, false)
+}
+
+// create creates spec and, when start is set, starts it.
+func (c *Client) create(ctx context.Context, spec fleet.InstanceSpec, start bool) (err error) {
 	if err := checkSpec(spec); err != nil {
 		return fmt.Errorf("create instance %s: %w", spec.Name, err)
 	}
@@ -85,15 +103,69 @@ func (c *Client) Create(ctx context.Context, spec fleet.InstanceSpec) (err error
 		}
 		return err
 	}
+	if !start {
+		return nil
+	}
+	return c.start(ctx, s, spec.Name)
+}
 
-	op, err = s.UpdateInstanceState(spec.Name, api.InstanceStatePut{Action: "start", Timeout: -1}, "")
+// start starts name; when the start fails the instance is deleted.
+func (c *Client) start(ctx context.Context, s lxdclient.InstanceServer, name string) error {
+	op, err := s.UpdateInstanceState(name, api.InstanceStatePut{Action: "start", Timeout: -1}, "")
 	if err == nil {
 		err = c.wait(ctx, op)
 	}
 	if err != nil {
-		return errors.Join(fmt.Errorf("start instance %s: %w", spec.Name, err), c.cleanup(ctx, spec.Name))
+		return errors.Join(fmt.Errorf("start instance %s: %w", name, err), c.cleanup(ctx, name))
 	}
 	return nil
+}
+
+// StartPrepared gives the prepared instance name its labels and JIT
+// config, then starts it: the JIT config is set while it is stopped, so
+// the runner reads it from its first moment. It refuses an instance that
+// is not a stopped one of labels.Owner's. When the start fails the
+// instance is deleted. Errors never contain the JIT config.
+func (c *Client) StartPrepared(ctx context.Context, name string, labels fleet.InstanceLabels, jit fleet.Secret) (err error) {
+	defer func() { err = classify(redact(err, jit.Reveal())) }()
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	ep := c.current()
+	defer func() { c.observe(ep, err) }()
+	s := ep.server(ctx, c.project, "")
+	inst, etag, err := s.GetInstance(name)
+	if err != nil {
+		return fmt.Errorf("start prepared instance %s: %w", name, notFound(err))
+	}
+	if got := toInstance(*inst); !got.Managed || got.Labels.Owner != labels.Owner || inst.StatusCode != api.Stopped {
+		return fmt.Errorf("start prepared instance %s: not a stopped prepared instance of %q (owner %q, %s)",
+			name, labels.Owner, got.Labels.Owner, inst.Status)
+	}
+	put := inst.Writable()
+	setLabels(put.Config, labels, jit)
+	op, err := s.UpdateInstance(name, put, etag)
+	if err == nil {
+		err = c.wait(ctx, op)
+	}
+	if err != nil {
+		// Nothing ran with the config: the instance is as good as before,
+		// but holds it; it goes.
+		return errors.Join(fmt.Errorf("set runner of prepared instance %s: %w", name, err), c.cleanup(ctx, name))
+	}
+	return c.start(ctx, s, name)
+}
+
+// ImageFingerprint returns the fingerprint image (an alias, or a
+// fingerprint or its prefix) stands for now.
+func (c *Client) ImageFingerprint(ctx context.Context, image string) (string, error) {
+	ctx, cancel := c.call(ctx)
+	defer cancel()
+	var fp string
+	err := c.read(ctx, func(s lxdclient.InstanceServer) (err error) {
+		fp, err = resolveImage(s, image)
+		return err
+	})
+	return fp, classify(err)
 }
 
 // cleanup deletes name on a fresh context, since ctx may be the reason the

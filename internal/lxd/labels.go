@@ -35,10 +35,17 @@ func instanceConfig(spec fleet.InstanceSpec) map[string]string {
 	for k, v := range spec.Config {
 		cfg[k] = v
 	}
+	setLabels(cfg, spec.Labels, spec.JITConfig)
+	return cfg
+}
+
+// setLabels sets the labels, fleet.KeyManaged and the JIT config in cfg;
+// a label that is zero is set to "", which LXD drops, so that a
+// template's or a prepared instance's labels never pass for the runner's.
+func setLabels(cfg map[string]string, l fleet.InstanceLabels, jit fleet.Secret) {
 	for _, k := range labelKeys {
 		cfg[k] = "" // LXD drops a key set to ""
 	}
-	l := spec.Labels
 	cfg[fleet.KeyManaged] = "true"
 	setNonZero(cfg, keyOwner, l.Owner)
 	setNonZero(cfg, keyPool, l.Pool)
@@ -51,8 +58,7 @@ func instanceConfig(spec fleet.InstanceSpec) map[string]string {
 	if !l.CreatedAt.IsZero() {
 		cfg[keyCreatedAt] = l.CreatedAt.UTC().Format(time.RFC3339)
 	}
-	cfg[fleet.KeyJITConfig] = spec.JITConfig.Reveal()
-	return cfg
+	cfg[fleet.KeyJITConfig] = jit.Reveal()
 }
 
 func setNonZero(cfg map[string]string, k, v string) {
@@ -70,6 +76,7 @@ func toInstance(inst api.Instance) fleet.Instance {
 		Managed:  cfg[fleet.KeyManaged] == "true",
 		State:    instanceState(inst.StatusCode),
 		Location: location(inst.Location),
+		Image:    cfg["volatile.base_image"],
 		Labels: fleet.InstanceLabels{
 			Owner:          cfg[keyOwner],
 			Pool:           cfg[keyPool],

@@ -452,6 +452,76 @@ func TestJITConfigReadableInside(t *testing.T) {
 	lxdtest.WaitGone(t, c, name, gone)
 }
 
+// TestPreparedInstance: a prepared instance is created stopped from its
+// image, holds no JIT config and stays; StartPrepared gives it its labels
+// and JIT config, which the runner inside reads from its first moment.
+func TestPreparedInstance(t *testing.T) {
+	t.Parallel()
+	c := lxdtest.Connect(t)
+	ctx := lxdtest.Ctx(t)
+	port, posts := hits(t, "/jit")
+	probe := lxdtest.BuildGo(t, lxdtest.ProbePackage)
+	alias, fp := lxdtest.Image(t, c, devimage.Options{
+		Binary: probe,
+		Init:   []string{devimage.DefaultBinaryPath, "-get", fleet.KeyJITConfig, "-post", fmt.Sprintf("http://127.0.0.1:%d/jit", port)},
+	})
+	profile := lxdtest.Profile(t, c, map[string]map[string]string{"host": lxdtest.ProxyDevice(port)})
+	if got, err := c.ImageFingerprint(ctx, alias); err != nil || got != fp {
+		t.Fatalf("ImageFingerprint(%s) = %q, %v; want %s", alias, got, err, fp)
+	}
+	if _, err := c.ImageFingerprint(ctx, "no-such-image-"+lxdtest.Name(t)); !errors.Is(err, fleet.ErrNotFound) {
+		t.Fatalf("ImageFingerprint of a missing image: %v, want ErrNotFound", err)
+	}
+
+	name := lxdtest.Name(t)
+	lxdtest.Cleanup(t, c, name)
+	created := time.Now().UTC().Truncate(time.Second)
+	spec := fleet.InstanceSpec{Name: name, Image: alias, Profiles: []string{"default", profile},
+		Labels: fleet.InstanceLabels{Owner: "t-", Pool: "linux", CreatedAt: created}}
+	if err := c.Prepare(ctx, fleet.InstanceSpec{Name: name, Image: alias, JITConfig: "x"}); err == nil {
+		t.Fatal("Prepare with a JIT config: no error")
+	}
+	if err := c.Prepare(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	in, err := c.Get(ctx, name)
+	if err != nil || in.State != fleet.InstanceStopped || !in.Managed || in.Image != fp || in.Labels.Owner != "t-" || in.Labels.RunnerID != 0 {
+		t.Fatalf("prepared instance = %+v, %v; want a stopped managed instance of image %s without a runner", in, err, fp)
+	}
+	raw, _, err := lxdtest.Raw(t).GetInstance(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := raw.Config[fleet.KeyJITConfig]; ok {
+		t.Fatalf("prepared instance holds %s = %q", fleet.KeyJITConfig, v)
+	}
+	select {
+	case got := <-posts:
+		t.Fatalf("a prepared instance ran: it posted %q", got)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	// Someone else's owner label: refused, and nothing is set.
+	if err := c.StartPrepared(ctx, name, fleet.InstanceLabels{Owner: "other-"}, "y"); err == nil {
+		t.Fatal("StartPrepared for another owner: no error")
+	}
+	secret := "eyJqaXQiOi" + name + "+/=="
+	labels := fleet.InstanceLabels{Owner: "t-", Pool: "linux", JobID: 42, RunnerID: 7, Org: "acme", InstallationID: 9, CreatedAt: created}
+	if err := c.StartPrepared(ctx, name, labels, fleet.Secret(secret)); err != nil {
+		t.Fatal(err)
+	}
+	if got := await(t, posts, "jitconfig from the container"); got != secret {
+		t.Errorf("container read %q, want %q", got, secret)
+	}
+	if in, err := c.Get(ctx, name); err == nil && in.Labels != labels {
+		t.Errorf("labels after StartPrepared = %+v, want %+v", in.Labels, labels)
+	}
+	lxdtest.WaitGone(t, c, name, gone)
+	if err := c.StartPrepared(ctx, name, labels, "z"); !errors.Is(err, fleet.ErrNotFound) {
+		t.Errorf("StartPrepared of a missing instance: %v, want ErrNotFound", err)
+	}
+}
+
 func TestCreateErrors(t *testing.T) {
 	t.Parallel()
 	c := lxdtest.Connect(t)

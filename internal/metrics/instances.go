@@ -59,6 +59,31 @@ func (i *instances) Get(ctx context.Context, name string) (fleet.Instance, error
 	return in, err
 }
 
+func (i *instances) Prepare(ctx context.Context, spec fleet.InstanceSpec) error {
+	start := time.Now()
+	err := i.inner.Prepare(ctx, spec)
+	i.m.lxdOp(OpPrepare, start, err)
+	return err
+}
+
+func (i *instances) StartPrepared(ctx context.Context, name string, labels fleet.InstanceLabels, jit fleet.Secret) error {
+	start := time.Now()
+	err := i.inner.StartPrepared(ctx, name, labels, jit)
+	i.m.lxdOp(OpStartPrepared, start, err)
+	return err
+}
+
+func (i *instances) ImageFingerprint(ctx context.Context, image string) (string, error) {
+	start := time.Now()
+	fp, err := i.inner.ImageFingerprint(ctx, image)
+	failed := err
+	if errors.Is(err, fleet.ErrNotFound) {
+		failed = nil // an answer, as for Get
+	}
+	i.m.lxdOp(OpImage, start, failed)
+	return fp, err
+}
+
 func (m *Metrics) lxdOp(op string, start time.Time, err error) {
 	now := time.Now()
 	m.lxdDuration.WithLabelValues(op).Observe(now.Sub(start).Seconds())

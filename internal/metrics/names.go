@@ -68,6 +68,12 @@ const (
 	OpDelete = "delete"
 	OpList   = "list"
 	OpGet    = "get"
+	// OpPrepare makes a prepared instance (created, not started);
+	// OpStartPrepared gives one its runner and starts it; OpImage reads
+	// what an image alias stands for.
+	OpPrepare       = "prepare"
+	OpStartPrepared = "start_prepared"
+	OpImage         = "image"
 )
 
 // Names returns every metric name above, for checks of dashboards and rules.

@@ -224,6 +224,65 @@ func testContract(t *testing.T, open func() *Store) {
 		}
 		return nil
 	})
+
+	// Installations: the latest word on each wins, whatever the order
+	// replicas write in.
+	for _, in := range []fleet.Installation{
+		{ID: 9, Login: "acme", State: fleet.InstallationActive, At: t0.Add(time.Second)},
+		{ID: 9, Login: "acme", State: fleet.InstallationDeleted, At: t0.Add(3 * time.Second)},
+		{ID: 9, Login: "acme", State: fleet.InstallationActive, At: t0.Add(2 * time.Second)}, // late
+		{ID: bigID, Login: "other", State: fleet.InstallationSuspended, At: t0},
+	} {
+		update(func(tx fleet.Tx) error { return tx.PutInstallation(in) })
+	}
+	view(func(tx fleet.Tx) error {
+		got, err := tx.Installations()
+		want := fmt.Sprint([]fleet.Installation{
+			{ID: 9, Login: "acme", State: fleet.InstallationDeleted, At: t0.Add(3 * time.Second)},
+			{ID: bigID, Login: "other", State: fleet.InstallationSuspended, At: t0},
+		})
+		if err != nil || fmt.Sprint(got) != want {
+			t.Errorf("Installations = %v, %v\nwant %v", got, err, want)
+		}
+		return nil
+	})
+
+	// Prepared instances: every field round-trips, oldest first; a delete
+	// of a missing row is no error.
+	prepared := []fleet.Prepared{
+		{Name: "p2", Pool: "linux", Image: "abc", Member: "node2", State: fleet.PreparedReady, CreatedAt: t0.Add(time.Second)},
+		{Name: "p1", Pool: "gpu", State: fleet.PreparedCreating, CreatedAt: t0},
+	}
+	update(func(tx fleet.Tx) error {
+		for _, p := range prepared {
+			if err := tx.PutPrepared(p); err != nil {
+				return err
+			}
+		}
+		p := prepared[1]
+		p.State, p.Reason, p.Image = fleet.PreparedDeleting, "image changed", "def"
+		prepared[1] = p
+		return tx.PutPrepared(p)
+	})
+	view(func(tx fleet.Tx) error {
+		got, err := tx.PreparedInstances()
+		if want := fmt.Sprint([]fleet.Prepared{prepared[1], prepared[0]}); err != nil || fmt.Sprint(got) != want {
+			t.Errorf("PreparedInstances = %v, %v\nwant %v", got, err, want)
+		}
+		return nil
+	})
+	update(func(tx fleet.Tx) error {
+		if err := tx.DeletePrepared("p1"); err != nil {
+			return err
+		}
+		return tx.DeletePrepared("nothing")
+	})
+	view(func(tx fleet.Tx) error {
+		if got, err := tx.PreparedInstances(); err != nil || len(got) != 1 || got[0].Name != "p2" {
+			t.Errorf("PreparedInstances after a delete = %v, %v", got, err)
+		}
+		return nil
+	})
 }
 
 func ids(js []fleet.Job) []int64 {

@@ -24,6 +24,9 @@ type GitHub struct {
 	jobs         map[int64]fleet.JobStatus
 	jobReads     int
 	failJobReads int
+	installs     []fleet.Org
+	installReads int
+	failInstalls int
 }
 
 // GitHubRunner is one runner record.
@@ -113,6 +116,31 @@ func (g *GitHub) WorkflowJob(_ context.Context, _ int64, _ string, id int64) (fl
 	}
 	return fleet.JobStatus{Status: string(fleet.ActionQueued)}, nil
 }
+
+// Installations answers what SetInstallations said: none at first.
+func (g *GitHub) Installations(context.Context) ([]fleet.Org, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.installReads++
+	if g.failInstalls > 0 {
+		g.failInstalls--
+		return nil, errors.New("github: 502")
+	}
+	return append([]fleet.Org(nil), g.installs...), nil
+}
+
+// SetInstallations sets the organizations the App is installed on.
+func (g *GitHub) SetInstallations(orgs ...fleet.Org) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.installs = orgs
+}
+
+// InstallationReads counts Installations calls, failed ones included.
+func (g *GitHub) InstallationReads() int { g.mu.Lock(); defer g.mu.Unlock(); return g.installReads }
+
+// FailInstallations makes the next n Installations calls fail.
+func (g *GitHub) FailInstallations(n int) { g.mu.Lock(); defer g.mu.Unlock(); g.failInstalls = n }
 
 // SetJob sets what GitHub says of a job.
 func (g *GitHub) SetJob(id int64, st fleet.JobStatus) {

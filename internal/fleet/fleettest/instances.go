@@ -28,6 +28,9 @@ type Instances struct {
 	halfMade  fleet.InstanceState
 	down      map[string]bool // cluster members that do not answer
 	deletes   map[string]int  // delete attempts by instance
+	images    map[string]string
+	prepares  int
+	failStart int
 }
 
 var _ fleet.Instances = (*Instances)(nil)
@@ -35,11 +38,84 @@ var _ fleet.Instances = (*Instances)(nil)
 // NewInstances returns an empty LXD.
 func NewInstances() *Instances {
 	return &Instances{instances: map[string]fleet.Instance{}, specs: map[string]fleet.InstanceSpec{}, down: map[string]bool{},
-		deletes: map[string]int{}}
+		deletes: map[string]int{}, images: map[string]string{}}
 }
 
 // Create makes the instance Running, with the spec's labels.
 func (m *Instances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
+	return m.create(ctx, spec, fleet.InstanceRunning)
+}
+
+// Prepare makes the instance Stopped, with the spec's labels; a spec with
+// a JIT config is refused.
+func (m *Instances) Prepare(ctx context.Context, spec fleet.InstanceSpec) error {
+	if spec.JITConfig != "" {
+		return fmt.Errorf("prepare instance %s: holds a JIT config", spec.Name)
+	}
+	return m.create(ctx, spec, fleet.InstanceStopped)
+}
+
+// StartPrepared gives a stopped instance its labels and JIT config and
+// makes it Running.
+func (m *Instances) StartPrepared(_ context.Context, name string, labels fleet.InstanceLabels, jit fleet.Secret) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return ErrAway
+	}
+	in, ok := m.instances[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("start prepared instance %s: %w", name, fleet.ErrNotFound)
+	case in.State != fleet.InstanceStopped || in.Labels.Owner != labels.Owner:
+		return fmt.Errorf("start prepared instance %s: not a stopped prepared instance", name)
+	case m.failStart > 0:
+		m.failStart--
+		delete(m.instances, name)
+		return errors.New("lxd: injected start failure")
+	}
+	in.Labels, in.State = labels, fleet.InstanceRunning
+	m.instances[name] = in
+	spec := m.specs[name]
+	spec.Labels, spec.JITConfig = labels, jit
+	m.specs[name] = spec
+	return nil
+}
+
+// ImageFingerprint answers what SetImage said of the image, else
+// "fp-" + image.
+func (m *Instances) ImageFingerprint(_ context.Context, image string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.away {
+		return "", ErrAway
+	}
+	return m.fingerprint(image), nil
+}
+
+func (m *Instances) fingerprint(image string) string {
+	if fp, ok := m.images[image]; ok {
+		return fp
+	}
+	return "fp-" + image
+}
+
+// SetImage makes image stand for fingerprint fp from now on, as moving an
+// alias to a new build does.
+func (m *Instances) SetImage(image, fp string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.images[image] = fp
+}
+
+// Prepares is the number of successful prepares.
+func (m *Instances) Prepares() int { m.mu.Lock(); defer m.mu.Unlock(); return m.prepares }
+
+// FailNextStart makes the next n starts of prepared instances fail (and
+// the instance go, as LXD's client cleans up).
+func (m *Instances) FailNextStart(n int) { m.mu.Lock(); defer m.mu.Unlock(); m.failStart = n }
+
+func (m *Instances) create(ctx context.Context, spec fleet.InstanceSpec, state fleet.InstanceState) error {
 	m.mu.Lock()
 	block := m.block
 	m.mu.Unlock()
@@ -76,8 +152,16 @@ func (m *Instances) Create(ctx context.Context, spec fleet.InstanceSpec) error {
 	if m.down[loc] {
 		return fmt.Errorf("create instance %s: Unable to connect to %s: %w", spec.Name, loc, fleet.ErrMemberUnreachable)
 	}
-	m.creates++
-	m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: fleet.InstanceRunning, Location: loc}
+	if state == fleet.InstanceStopped {
+		m.prepares++
+	} else {
+		m.creates++
+	}
+	var image string
+	if spec.Image != "" {
+		image = m.fingerprint(spec.Image)
+	}
+	m.instances[spec.Name] = fleet.Instance{Name: spec.Name, Managed: true, Labels: spec.Labels, State: state, Location: loc, Image: image}
 	m.specs[spec.Name] = spec
 	m.peak = max(m.peak, len(m.instances))
 	return nil
@@ -200,7 +284,7 @@ func (m *Instances) Specs() map[string]fleet.InstanceSpec {
 // Count is the number of instances that exist now.
 func (m *Instances) Count() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.instances) }
 
-// Creates is the number of successful creates.
+// Creates is the number of successful creates (prepares not counted).
 func (m *Instances) Creates() int { m.mu.Lock(); defer m.mu.Unlock(); return m.creates }
 
 // Peak is the most instances that existed at once.
