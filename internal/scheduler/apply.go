@@ -37,7 +37,7 @@ func (s *Scheduler) apply(tx fleet.Tx, m fleet.Metrics, d fleet.Delivery) error 
 		if err := tx.AddEvent(job.ID, d.ReceivedAt, "queued", "delivery "+d.DeliveryID); err != nil {
 			return err
 		}
-		pool, reason := s.cfg.route(d.Labels, d.Repo, d.Public)
+		pool, reason := s.cfg.route(d.Labels, d.Org, d.Repo, d.Public)
 		if pool == nil {
 			m.JobIgnored(reasonCode(reason))
 			job.State, job.Reason = fleet.JobIgnored, reason
@@ -164,6 +164,8 @@ func reasonCode(reason string) string {
 		return "public_repository"
 	case ReasonRepositoryNotAllowed:
 		return "repository_not_allowed"
+	case ReasonOrgNotServed:
+		return "organization_not_served"
 	}
 	return "other"
 }

@@ -24,10 +24,22 @@ type Pool struct {
 	Config         map[string]string
 	MaxInstances   int // 0: only the global limit applies
 	// MinIdle keeps this many registered, idle runners ready per
-	// organization that the service has launched for (a warm pool).
+	// organization the pool serves that the App is installed on (a warm
+	// pool).
 	MinIdle int
-	// MaxIdleAge recycles a runner idle this long, so none lives for days.
+	// Prepared keeps this many instances created and stopped, with no
+	// secret and no registration, for the pool's next launches: a launch
+	// that takes one only sets its JIT config and starts it. They cost
+	// disk, not CPU or memory, and count against Config.MaxPrepared, not
+	// the runner limits.
+	Prepared int
+	// MaxIdleAge recycles a runner idle this long, and a prepared
+	// instance this old, so none lives for days.
 	MaxIdleAge time.Duration
+	// Organizations, when set, are the only organizations (by login,
+	// case-insensitive) whose jobs the pool serves and for which it keeps
+	// warm runners.
+	Organizations []string
 
 	AllowPublicRepositories bool
 	Repositories            []string // optional allow-list: "owner/name" or "name"
@@ -53,6 +65,9 @@ const (
 type Config struct {
 	Pools        []Pool
 	MaxInstances int // across all pools
+	// MaxPrepared caps the prepared instances of all pools together; 0:
+	// only each pool's Prepared.
+	MaxPrepared int
 	// TargetLimits caps our runners on a cluster member (key: its name)
 	// or on a cluster group's members together (key: "@group"), across
 	// every pool: pools that share hardware (a member with two GPUs)
@@ -71,6 +86,14 @@ type Config struct {
 	// port): a member that stops answering is skipped from then on. Not in
 	// the file; tests change it.
 	ClusterInterval time.Duration
+	// InstallationsInterval is how often the App's installations are
+	// listed at GitHub, besides at start; installation webhooks tell the
+	// changes in between.
+	InstallationsInterval time.Duration
+	// ImageInterval is how often the images of pools with prepared
+	// instances are looked up, so that a prepared instance of an image
+	// that changed is replaced. Not in the file; tests change it.
+	ImageInterval time.Duration
 	// RecheckQueuedAfter: before a launch for a job queued longer than
 	// this, GitHub is asked whether it is still queued. Not in the file;
 	// tests change it.
@@ -107,6 +130,8 @@ const (
 	DefaultRunnerGroup         = "Default"
 	DefaultRecheckQueuedAfter  = 10 * time.Minute
 	DefaultClusterInterval     = 5 * time.Second
+	DefaultInstallations       = 10 * time.Minute
+	DefaultImageInterval       = 10 * time.Second
 )
 
 // DefaultTimeouts are the Timeouts that a zero field takes.
@@ -135,6 +160,8 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.MaxAttempts, DefaultMaxAttempts)
 	orDefault(&c.RecheckQueuedAfter, DefaultRecheckQueuedAfter)
 	orDefault(&c.ClusterInterval, DefaultClusterInterval)
+	orDefault(&c.InstallationsInterval, DefaultInstallations)
+	orDefault(&c.ImageInterval, DefaultImageInterval)
 	t, d := &c.Timeouts, DefaultTimeouts
 	orDefault(&t.Launch, d.Launch)
 	orDefault(&t.Teardown, d.Teardown)
@@ -178,7 +205,7 @@ func (c Config) Validate() error {
 	}{
 		{"limits.registration_timeout", c.RegistrationTimeout}, {"limits.max_job_duration", c.MaxJobDuration},
 		{"limits.launch_timeout", c.Timeouts.Launch}, {"reconcile_interval", c.ReconcileInterval},
-		{"shutdown_grace", c.Timeouts.ShutdownGrace},
+		{"shutdown_grace", c.Timeouts.ShutdownGrace}, {"installations_interval", c.InstallationsInterval},
 	} {
 		if d.d < 0 {
 			add("%s %s: must not be negative", d.key, d.d)
@@ -186,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if c.Retention != 0 && c.Retention < 72*time.Hour {
 		add("retention %s: keep at least 72h, since GitHub may redeliver a webhook for three days", c.Retention)
+	}
+	if c.MaxPrepared < 0 {
+		add("limits.max_prepared must not be negative")
 	}
 	if c.MaxAttempts < 0 {
 		add("limits.max_attempts must not be negative")
@@ -250,6 +280,17 @@ func (c Config) Validate() error {
 		if p.RunnerGroup != strings.TrimSpace(p.RunnerGroup) {
 			add("%s: runner_group %q: leading or trailing spaces", where, p.RunnerGroup)
 		}
+		switch {
+		case p.Prepared < 0:
+			add("%s: prepared must not be negative", where)
+		case p.Prepared > 0 && p.Image == "":
+			add("%s: prepared needs image: a copy of source_instance would not notice that its source changed", where)
+		}
+		for _, o := range p.Organizations {
+			if strings.TrimSpace(o) == "" || strings.ContainsAny(o, " /\t\n") {
+				add("%s: organizations: %q is not an organization's login", where, o)
+			}
+		}
 		if p.MaxInstances > 0 && p.MinIdle > p.MaxInstances {
 			add("%s: min_idle (%d) exceeds the pool's max_instances (%d)", where, p.MinIdle, p.MaxInstances)
 		}
@@ -268,11 +309,17 @@ func (c Config) Validate() error {
 // route picks the pool for a queued job: the first pool, in config order,
 // whose labels cover every label of the job (case-insensitive, as GitHub
 // matches) and whose repository policy admits it. reason says why none did.
-func (c Config) route(labels []string, repo string, public bool) (pool *Pool, reason string) {
+func (c Config) route(labels []string, org, repo string, public bool) (pool *Pool, reason string) {
 	reason = ReasonNoPool
 	for i := range c.Pools {
 		p := &c.Pools[i]
 		if !labelsCover(p.Labels, labels) {
+			continue
+		}
+		if !p.serves(org) {
+			if reason == ReasonNoPool {
+				reason = ReasonOrgNotServed
+			}
 			continue
 		}
 		if public && !p.AllowPublicRepositories {
@@ -297,7 +344,21 @@ const (
 	ReasonNoPool               = "no pool matches the job's labels"
 	ReasonPublicRepository     = "public repository refused (allow_public_repositories is off)"
 	ReasonRepositoryNotAllowed = "repository not in the pool's allow-list"
+	ReasonOrgNotServed         = "organization not among the pool's organizations"
 )
+
+// serves reports whether the pool serves the organization's jobs.
+func (p *Pool) serves(org string) bool {
+	if len(p.Organizations) == 0 {
+		return true
+	}
+	for _, o := range p.Organizations {
+		if strings.EqualFold(strings.TrimSpace(o), org) {
+			return true
+		}
+	}
+	return false
+}
 
 // labelsCover reports whether a runner with the given labels can take a job
 // with jobLabels: every job label must be one of the runner's. A job with no

@@ -14,6 +14,17 @@ type Snapshot struct {
 	NotBefore map[string]time.Time
 	Orgs      []fleet.Org // organizations that warm pools keep runners for
 	Drained   map[string]bool
+	// Prepared are the prepared instances, oldest first.
+	Prepared []fleet.Prepared
+	// Images is what each pool image stands for now (its fingerprint),
+	// when known: a prepared instance of another image is replaced.
+	Images map[string]string
+	// Paired are the runners being torn down whose slot a launch already
+	// waits for (Launch.After).
+	Paired map[string]bool
+	// PrepareNotBefore holds back a pool's prepared instances after a
+	// failure to make one.
+	PrepareNotBefore map[string]time.Time
 	// Placement, when set, is the cluster: Decide then names the member
 	// each runner goes to.
 	Placement *Placement
@@ -27,6 +38,25 @@ type Launch struct {
 	InstallationID int64
 	JobID          int64
 	Member         string // the cluster member to launch on; empty: LXD places it by the pool's target
+	// Prepared, when set, is the prepared instance the launch takes: it
+	// only gets its JIT config and is started.
+	Prepared string
+	// After, when set, is a runner whose instance is being deleted: the
+	// launch asks GitHub for its JIT config at once, and creates or starts
+	// its instance once that runner's slot is free, so that a full pool
+	// does not pay GitHub's latency in series with LXD's.
+	After string
+}
+
+// Prepare asks for one more prepared instance of a pool.
+type Prepare struct {
+	Pool   string
+	Member string // the cluster member to make it on; empty: LXD places it by the pool's target
+}
+
+// Unprepare asks for a prepared instance to be deleted.
+type Unprepare struct {
+	Name, Reason string
 }
 
 // Teardown asks for a runner to be deleted.
@@ -48,6 +78,9 @@ type Decision struct {
 	// member does not answer: their jobs fail at GitHub, and the service
 	// does not run them again.
 	Lost []LostRunner
+	// Prepares and Unprepares keep each pool's prepared instances.
+	Prepares   []Prepare
+	Unprepares []Unprepare
 }
 
 // LostRunner is a busy runner on a member that does not answer.
@@ -102,6 +135,93 @@ func Decide(cfg Config, s Snapshot) Decision {
 		}
 	}
 
+	// Prepared instances: those a launch may take, by pool, oldest first.
+	// One whose image changed, that is too old, or that is more than its
+	// pool keeps, goes; so does one on a member being drained.
+	ready := map[string][]fleet.Prepared{}
+	kept := map[string]int{} // by pool: creating or ready, not going
+	keptAll, preparing := 0, 0
+	for _, x := range s.Prepared {
+		p := cfg.pool(x.Pool)
+		why := ""
+		switch {
+		case x.State == fleet.PreparedDeleting:
+			continue
+		case x.State == fleet.PreparedCreating:
+			kept[x.Pool]++
+			keptAll++
+			preparing++
+			continue
+		case p == nil:
+			why = "its pool is no longer configured"
+		case x.Image != "" && s.Images[p.Image] != "" && x.Image != s.Images[p.Image]:
+			why = "image " + p.Image + " changed"
+		case p.MaxIdleAge > 0 && !s.Now.Before(x.CreatedAt.Add(p.MaxIdleAge)):
+			why = "older than max_idle_age"
+		case kept[x.Pool] >= p.Prepared || (cfg.MaxPrepared > 0 && keptAll >= cfg.MaxPrepared):
+			why = "more than the pool keeps prepared"
+		}
+		if why == "" {
+			_, why = pl.retiring(fleet.Runner{Name: x.Name})
+		}
+		if why != "" {
+			// On a member that does not answer it waits for the member.
+			if _, lost := pl.lost(fleet.Runner{Name: x.Name}); !lost {
+				d.Unprepares = append(d.Unprepares, Unprepare{Name: x.Name, Reason: why})
+			}
+			continue
+		}
+		kept[x.Pool]++
+		keptAll++
+		ready[x.Pool] = append(ready[x.Pool], x)
+	}
+	launching += preparing // making one is an LXD operation in flight too
+	// take returns a prepared instance of p that a launch may take now,
+	// and its member.
+	take := func(p *Pool) (string, string, bool) {
+		for i, x := range ready[p.Name] {
+			member := ""
+			if pl != nil && pl.Clustered {
+				m, ok := pl.member(pl.Where[x.Name])
+				if !ok || pl.refuses(cfg, m, onMember) != "" {
+					continue
+				}
+				member = m.Name
+			}
+			ready[p.Name] = append(ready[p.Name][:i:i], ready[p.Name][i+1:]...)
+			kept[p.Name]--
+			keptAll--
+			return x.Name, member, true
+		}
+		return "", "", false
+	}
+
+	// Runners whose instances are being deleted for good (their job is
+	// done, or a timer forced it): each frees a slot soon, which one launch
+	// may wait for while it asks GitHub for its JIT config. Not on a
+	// cluster, whose limits are per member too.
+	var freeing []fleet.Runner
+	if pl == nil || !pl.Clustered {
+		for _, r := range live {
+			if r.State == fleet.RunnerDeleting && (r.DeleteMode == fleet.ModeJobDone || r.DeleteMode == fleet.ModeForce) && !s.Paired[r.Name] {
+				freeing = append(freeing, r)
+			}
+		}
+	}
+	// pair returns a freeing runner whose slot a launch of p can wait
+	// for: one of p's own when p is at its own limit.
+	pair := func(p *Pool) (string, bool) {
+		atPool := p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances
+		for i, r := range freeing {
+			if atPool && r.Pool != p.Name {
+				continue
+			}
+			freeing = append(freeing[:i:i], freeing[i+1:]...)
+			return r.Name, true
+		}
+		return "", false
+	}
+
 	// place names the member for one more runner of p, or says why there
 	// is none. Without a cluster view there is no member to name; nor is
 	// there on a standalone server, which takes no target, though it is
@@ -148,21 +268,28 @@ func Decide(cfg Config, s Snapshot) Decision {
 				continue
 			}
 		}
-		if s.Now.Before(s.NotBefore[p.Name]) || s.Drained[p.Name] {
+		if s.Now.Before(s.NotBefore[p.Name]) || s.Drained[p.Name] || launching >= cfg.MaxLaunching {
 			continue
 		}
-		if total >= cfg.MaxInstances || launching >= cfg.MaxLaunching {
-			continue
+		l := Launch{Pool: p.Name, Org: j.Org, InstallationID: j.InstallationID, JobID: j.ID}
+		if total >= cfg.MaxInstances || (p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances) {
+			after, ok := pair(p)
+			if !ok {
+				continue
+			}
+			l.After = after
 		}
-		if p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances {
-			continue
+		if name, member, ok := take(p); ok {
+			l.Prepared, l.Member = name, member
+		} else {
+			member, why, ok := place(p)
+			if !ok {
+				d.Waiting[j.ID] = why
+				continue
+			}
+			l.Member = member
 		}
-		member, why, ok := place(p)
-		if !ok {
-			d.Waiting[j.ID] = why
-			continue
-		}
-		launch(Launch{Pool: p.Name, Org: j.Org, InstallationID: j.InstallationID, JobID: j.ID, Member: member})
+		launch(l)
 		covered[b]++
 		launched[b]++
 	}
@@ -173,7 +300,7 @@ func Decide(cfg Config, s Snapshot) Decision {
 	for _, o := range s.Orgs {
 		for i := range cfg.Pools {
 			p := &cfg.Pools[i]
-			if p.MinIdle == 0 {
+			if p.MinIdle == 0 || !p.serves(o.Login) {
 				continue
 			}
 			b := bucket{p.Name, o.Login}
@@ -183,13 +310,37 @@ func Decide(cfg Config, s Snapshot) Decision {
 					(p.MaxInstances > 0 && poolTotal[p.Name] >= p.MaxInstances) {
 					break
 				}
-				member, _, ok := place(p)
-				if !ok {
+				l := Launch{Pool: p.Name, Org: o.Login, InstallationID: o.InstallationID}
+				if name, member, ok := take(p); ok {
+					l.Prepared, l.Member = name, member
+				} else if member, _, ok := place(p); ok {
+					l.Member = member
+				} else {
 					break
 				}
-				launch(Launch{Pool: p.Name, Org: o.Login, InstallationID: o.InstallationID, Member: member})
+				launch(l)
 				launched[b]++
 			}
+		}
+	}
+
+	// Prepared instances: each pool keeps its count, within
+	// limits.max_prepared, made a few at a time and only when launches
+	// leave room: they are for the next jobs, not these.
+	for i := range cfg.Pools {
+		p := &cfg.Pools[i]
+		for kept[p.Name] < p.Prepared && (cfg.MaxPrepared == 0 || keptAll < cfg.MaxPrepared) &&
+			preparing < maxPreparing && launching < cfg.MaxLaunching &&
+			!s.Now.Before(s.PrepareNotBefore[p.Name]) && !s.Drained[p.Name] {
+			member, _, ok := place(p)
+			if !ok {
+				break
+			}
+			d.Prepares = append(d.Prepares, Prepare{Pool: p.Name, Member: member})
+			kept[p.Name]++
+			keptAll++
+			preparing++
+			launching++
 		}
 	}
 
@@ -241,6 +392,10 @@ func Decide(cfg Config, s Snapshot) Decision {
 	}
 	return d
 }
+
+// maxPreparing caps the prepared instances being made at once: making one
+// unpacks an image, which costs the disk that launches need too.
+const maxPreparing = 2
 
 func alreadyTorn(d Decision, name string) bool {
 	for _, t := range d.Teardowns {

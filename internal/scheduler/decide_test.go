@@ -68,7 +68,7 @@ func TestRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, reason := cfg.route(tt.labels, tt.repo, tt.public)
+			p, reason := cfg.route(tt.labels, "acme", tt.repo, tt.public)
 			got := ""
 			if p != nil {
 				got = p.Name

@@ -11,17 +11,22 @@ import (
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
 )
 
-// launch makes one runner: a JIT config from GitHub, then the instance. On
-// failure everything made is removed, the runner row is marked failed, and
-// the pool backs off; the job stays queued, so it is never lost. When
-// recheck is set (the job waited long), GitHub is first asked whether the
-// job still waits for a runner.
-func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job, member string) {
+// launch makes one runner: a JIT config from GitHub, then the instance,
+// created and started, or a prepared instance given its JIT config and
+// started. On failure everything made is removed, the runner row is marked
+// failed, and the pool backs off; the job stays queued, so it is never
+// lost. When o.recheck is set (the job waited long), GitHub is first asked
+// whether the job still waits for a runner. When o.after is set, the JIT
+// config is asked for at once, and the instance made once that runner's
+// instance is deleted.
+func (s *Scheduler) launch(r fleet.Runner, o launchOrder) {
+	defer s.unpair(o.after)
 	log := s.log.With().Str("pool", r.Pool).Int64("job_id", r.JobID).Str("instance", r.Name).Logger()
 	pool := s.cfg.pool(r.Pool)
+	member := o.member
 	ctx, cancel := context.WithTimeout(s.work, s.cfg.Timeouts.Launch)
 	defer cancel()
-	if recheck != nil && !s.stillQueued(ctx, log, r, *recheck) {
+	if o.recheck != nil && !s.stillQueued(ctx, log, r, *o.recheck) {
 		return
 	}
 
@@ -41,6 +46,16 @@ func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job, member string) {
 		return
 	}
 
+	if o.after != "" {
+		// The JIT config is here while the slot's last instance is still
+		// being deleted: GitHub's latency is not in series with LXD's.
+		if err := s.waitFreed(ctx, o.after); err != nil {
+			s.m.Launch(r.Pool, "error", 0)
+			s.launchFailed(log, r, "slot", err)
+			return
+		}
+	}
+
 	target := pool.Target
 	if member != "" {
 		target = member
@@ -55,7 +70,16 @@ func (s *Scheduler) launch(r fleet.Runner, recheck *fleet.Job, member string) {
 		JITConfig: jit.Config,
 	}
 	began := s.clock.Now()
-	err = s.lxd.Create(ctx, spec)
+	if o.prepared {
+		err = s.lxd.StartPrepared(ctx, r.Name, spec.Labels, spec.JITConfig)
+		if errors.Is(err, fleet.ErrNotFound) {
+			// Gone since it was prepared (deleted by hand?): made cold.
+			log.Warn().Err(err).Msg("prepared instance gone; creating the instance instead")
+			err = s.lxd.Create(ctx, spec)
+		}
+	} else {
+		err = s.lxd.Create(ctx, spec)
+	}
 	if errors.Is(err, fleet.ErrUnreachable) {
 		s.event(r.JobID, "launch_waiting", r.Name+": LXD did not answer; keeping the registration until it does")
 		err = s.awaitLXD(ctx, log, spec, err)

@@ -59,6 +59,9 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 	var orgs []fleet.Org
 	err = s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
 		clear(owned)
+		if err := s.reconcilePrepared(tx, exists, busyWorkers, unreachable, owned); err != nil {
+			return err
+		}
 		live, err := tx.LiveRunners()
 		if err != nil {
 			return err
@@ -175,6 +178,48 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		return err
 	}
 	s.m.ReconcileDone(s.clock.Now())
+	return nil
+}
+
+// reconcilePrepared brings the prepared instances' rows into line with
+// LXD, and adds their names to owned: a prepare cut short is kept if its
+// instance was made (it is stopped), and forgotten if not; a prepared
+// instance that is gone is forgotten; one that runs (nothing of ours
+// starts one without a job) is deleted.
+func (s *Scheduler) reconcilePrepared(tx fleet.Tx, exists map[string]fleet.Instance, busy map[string]bool, unreachable func(string) bool, owned map[string]bool) error {
+	all, err := tx.PreparedInstances()
+	if err != nil {
+		return err
+	}
+	for _, x := range all {
+		owned[x.Name] = true
+		if busy[x.Name] || unreachable(x.Name) {
+			continue
+		}
+		in, ok := exists[x.Name]
+		switch {
+		case !ok:
+			if x.State != fleet.PreparedDeleting {
+				s.log.Info().Str("pool", x.Pool).Str("instance", x.Name).Msg("reconcile: prepared instance gone")
+			}
+			if err := tx.DeletePrepared(x.Name); err != nil {
+				return err
+			}
+			continue
+		case x.State == fleet.PreparedDeleting:
+			continue
+		case in.State != fleet.InstanceStopped:
+			x.State, x.Reason = fleet.PreparedDeleting, "prepared instance "+string(in.State)+" in LXD"
+		case x.State == fleet.PreparedCreating:
+			x.State, x.Image = fleet.PreparedReady, in.Image
+			s.log.Info().Str("pool", x.Pool).Str("instance", x.Name).Msg("reconcile: adopting a prepared instance whose prepare was interrupted")
+		default:
+			continue
+		}
+		if err := tx.PutPrepared(x); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

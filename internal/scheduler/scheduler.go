@@ -12,8 +12,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,11 +58,23 @@ type Scheduler struct {
 	// hold, when set, is why no pool may launch now (in memory only).
 	hold atomic.Pointer[string]
 
-	// orgs that warm pools serve: loaded once, then grown by each step.
-	// Only the loop goroutine touches it.
+	// orgs that warm pools serve when no installation is known yet (the
+	// App's installations were never listed, and no installation webhook
+	// came): those jobs were routed for, loaded once, then grown by each
+	// step. Only the loop goroutine touches it.
 	orgs       map[fleet.Org]bool
 	orgsLoaded bool
 	warm       bool // some pool has min_idle
+	prepared   bool // some pool keeps prepared instances
+
+	// images is what each image of a pool with prepared instances stands
+	// for now, by image; pairs are the runners being torn down whose slot
+	// a launch waits for, by that runner; freed is closed and replaced
+	// whenever a teardown ends.
+	mu     sync.Mutex
+	images map[string]string
+	pairs  map[string]string
+	freed  chan struct{}
 }
 
 // New builds a scheduler. cfg is validated and defaulted here.
@@ -81,12 +94,16 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	}
 	return &Scheduler{
 		cfg: cfg, st: d.State, lxd: d.Instances, gh: d.GitHub, m: d.Metrics, clock: d.Clock,
-		log:     d.Log.With().Str("component", "scheduler").Logger(),
-		kick:    make(chan struct{}, 1),
-		workers: newWorkers(),
-		cl:      newCluster(d.Cluster),
-		orgs:    map[fleet.Org]bool{},
-		warm:    slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
+		log:      d.Log.With().Str("component", "scheduler").Logger(),
+		kick:     make(chan struct{}, 1),
+		workers:  newWorkers(),
+		cl:       newCluster(d.Cluster),
+		orgs:     map[fleet.Org]bool{},
+		warm:     slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.MinIdle > 0 }),
+		prepared: slices.ContainsFunc(cfg.Pools, func(p Pool) bool { return p.Prepared > 0 }),
+		images:   map[string]string{},
+		pairs:    map[string]string{},
+		freed:    make(chan struct{}),
 	}, nil
 }
 
@@ -152,13 +169,27 @@ func (s *Scheduler) RecycleIdle(ctx context.Context, image string, at time.Time)
 			}
 			n++
 		}
+		prepared, err := tx.PreparedInstances()
+		if err != nil {
+			return err
+		}
+		for _, p := range prepared {
+			if !pools[p.Pool] || p.State == fleet.PreparedDeleting || !p.CreatedAt.Before(at) {
+				continue
+			}
+			p.State, p.Reason = fleet.PreparedDeleting, "image "+image+" rebuilt"
+			if err := tx.PutPrepared(p); err != nil {
+				return err
+			}
+			n++
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("recycle idle runners of image %s: %w", image, err)
 	}
 	if n > 0 {
-		s.log.Info().Str("image", image).Int("runners", n).Msg("recycling idle runners on the old image")
+		s.log.Info().Str("image", image).Int("instances", n).Msg("recycling idle runners and prepared instances on the old image")
 		s.Notify()
 	}
 	return nil
@@ -174,7 +205,32 @@ func (s *Scheduler) RecycleIdle(ctx context.Context, image string, at time.Time)
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.workers, s.orgs, s.orgsLoaded = newWorkers(), map[fleet.Org]bool{}, false
 	s.cl = newCluster(s.cl.port)
+	s.mu.Lock()
+	s.pairs = map[string]string{}
+	s.mu.Unlock()
 	defer s.stop(s.clock, s.cfg.Timeouts.ShutdownGrace)
+	// The App's installations and the pools' images are read beside the
+	// first reconcile, off the loop: warm and prepared instances are made
+	// as soon as they are known.
+	var listing, looking atomic.Bool
+	listInstallations := func() {
+		if s.warm && listing.CompareAndSwap(false, true) {
+			s.wg.Go(func() {
+				defer listing.Store(false)
+				s.refreshInstallations(s.work)
+			})
+		}
+	}
+	lookUpImages := func() {
+		if s.prepared && looking.CompareAndSwap(false, true) {
+			s.wg.Go(func() {
+				defer looking.Store(false)
+				s.refreshImages(s.work)
+			})
+		}
+	}
+	listInstallations()
+	lookUpImages()
 	if err := s.Reconcile(ctx); err != nil {
 		s.log.Warn().Err(err).Msg("reconcile at start failed; will retry")
 	}
@@ -186,6 +242,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer online.Stop()
 	members := s.clock.NewTicker(s.cfg.ClusterInterval)
 	defer members.Stop()
+	installs := s.clock.NewTicker(s.cfg.InstallationsInterval)
+	defer installs.Stop()
+	images := s.clock.NewTicker(s.cfg.ImageInterval)
+	defer images.Stop()
 	var checking, reading atomic.Bool
 	for {
 		if err := s.Step(ctx); err != nil && ctx.Err() == nil {
@@ -217,6 +277,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 					s.refreshCluster(s.work, false)
 				})
 			}
+		case <-installs.C():
+			listInstallations()
+		case <-images.C():
+			lookUpImages()
 		case <-rec.C():
 			if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("reconcile failed")
@@ -233,9 +297,10 @@ func (s *Scheduler) Step(ctx context.Context) error {
 	now := s.clock.Now()
 	var launch []launchOrder
 	var teardown []fleet.Runner
+	var prepare, unprepare []fleet.Prepared
 	more := false
 	err := s.txn(ctx, func(tx fleet.Tx, m fleet.Metrics) error {
-		launch, teardown = nil, nil
+		launch, teardown, prepare, unprepare = nil, nil, nil, nil
 		pending, err := tx.PendingDeliveries(maxApplyBatch)
 		if err != nil {
 			return err
@@ -271,10 +336,22 @@ func (s *Scheduler) Step(ctx context.Context) error {
 				Name: s.newName(l.Pool), Pool: l.Pool, InstallationID: l.InstallationID, Org: l.Org,
 				JobID: l.JobID, State: fleet.RunnerLaunching, CreatedAt: now,
 			}
+			how := "instance " + r.Name
+			if l.Prepared != "" {
+				// The prepared instance becomes this runner: its row goes
+				// in the same transaction as the runner's is written.
+				r.Name, how = l.Prepared, "prepared instance "+l.Prepared
+				if err := tx.DeletePrepared(l.Prepared); err != nil {
+					return err
+				}
+			}
+			if l.After != "" {
+				how += ", once " + l.After + " is deleted"
+			}
 			if err := tx.PutRunner(r); err != nil {
 				return err
 			}
-			if err := tx.AddEvent(l.JobID, now, "launched", "instance "+r.Name); err != nil {
+			if err := tx.AddEvent(l.JobID, now, "launched", how); err != nil {
 				return err
 			}
 			var recheck *fleet.Job
@@ -284,7 +361,10 @@ func (s *Scheduler) Step(ctx context.Context) error {
 			if l.Member != "" {
 				s.setWhere(r.Name, l.Member)
 			}
-			launch = append(launch, launchOrder{r, recheck, l.Member})
+			launch = append(launch, launchOrder{r, recheck, l.Member, l.Prepared != "", l.After})
+		}
+		if err := s.recordPrepared(tx, snap, dec, now, &prepare, &unprepare); err != nil {
+			return err
 		}
 		for _, t := range dec.Teardowns {
 			r := byName[t.Runner]
@@ -317,13 +397,20 @@ func (s *Scheduler) Step(ctx context.Context) error {
 		s.Notify()
 	}
 	for _, l := range launch {
-		ev := s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name)
+		ev := s.log.Info().Str("pool", l.r.Pool).Int64("job_id", l.r.JobID).Str("instance", l.r.Name).Bool("prepared", l.prepared)
 		if l.member != "" {
 			ev = ev.Str("member", l.member)
 		}
+		if l.after != "" {
+			s.mu.Lock()
+			s.pairs[l.after] = l.r.Name
+			s.mu.Unlock()
+			ev = ev.Str("after", l.after)
+		}
 		ev.Msg("launching runner")
-		s.start(l.r, func(r fleet.Runner) { s.launch(r, l.recheck, l.member) }, s.Notify)
+		s.start(l.r, func(r fleet.Runner) { s.launch(r, l) }, s.Notify)
 	}
+	s.startPrepared(now, prepare, unprepare)
 	for _, r := range teardown {
 		if !now.Before(s.retryAt(r.Name)) {
 			s.start(r, s.teardown, s.Notify)
@@ -335,14 +422,16 @@ func (s *Scheduler) Step(ctx context.Context) error {
 // launchOrder is one launch a step decided: the runner, and the job it is
 // for when that job waited long enough to be asked about first.
 type launchOrder struct {
-	r       fleet.Runner
-	recheck *fleet.Job
-	member  string // the cluster member to launch on; empty: the pool's target
+	r        fleet.Runner
+	recheck  *fleet.Job
+	member   string // the cluster member to launch on; empty: the pool's target
+	prepared bool   // r.Name is a prepared instance to start
+	after    string // a runner being deleted whose slot the launch waits for
 }
 
 // snapshot reads what Decide needs.
 func (s *Scheduler) snapshot(tx fleet.Tx, now time.Time) (Snapshot, error) {
-	snap := Snapshot{Now: now, NotBefore: s.notBefore()}
+	snap := Snapshot{Now: now, NotBefore: s.notBefore(), PrepareNotBefore: s.prepareNotBefore()}
 	var err error
 	if snap.Queued, err = tx.QueuedJobs(); err != nil {
 		return snap, err
@@ -366,24 +455,20 @@ func (s *Scheduler) snapshot(tx fleet.Tx, now time.Time) (Snapshot, error) {
 		snap.Placement = s.placement(members)
 	}
 	if s.warm {
-		if !s.orgsLoaded {
-			known, err := tx.JobOrgs()
-			if err != nil {
-				return snap, err
-			}
-			for _, o := range known {
-				s.orgs[o] = true
-			}
-			s.orgsLoaded = true
+		if snap.Orgs, err = s.warmOrgs(tx, snap.Queued); err != nil {
+			return snap, err
 		}
-		for _, j := range snap.Queued {
-			s.orgs[fleet.Org{InstallationID: j.InstallationID, Login: j.Org}] = true
-		}
-		for o := range s.orgs {
-			snap.Orgs = append(snap.Orgs, o)
-		}
-		slices.SortFunc(snap.Orgs, func(a, b fleet.Org) int { return strings.Compare(a.Login, b.Login) })
 	}
+	if snap.Prepared, err = tx.PreparedInstances(); err != nil {
+		return snap, err
+	}
+	s.mu.Lock()
+	snap.Images = maps.Clone(s.images)
+	snap.Paired = make(map[string]bool, len(s.pairs))
+	for after := range s.pairs {
+		snap.Paired[after] = true
+	}
+	s.mu.Unlock()
 	return snap, nil
 }
 

@@ -96,6 +96,7 @@ func (s *Scheduler) teardown(r fleet.Runner) {
 		log.Error().Err(err).Msg("record deleted runner")
 		return
 	}
+	s.noteFreed()
 	if r.DeleteMode == fleet.ModeRegistration {
 		s.countAttempt(log, r)
 	}

@@ -23,6 +23,8 @@ type workers struct {
 	retry    map[string]time.Time // runner name -> earliest next teardown attempt
 	failures map[string]int       // pool -> consecutive launch failures
 	holds    map[string]time.Time // pool -> no launch before
+	pfail    map[string]int       // pool -> consecutive failures to prepare an instance
+	pholds   map[string]time.Time // pool -> no prepared instance made before
 }
 
 func newWorkers() *workers {
@@ -31,6 +33,7 @@ func newWorkers() *workers {
 		work: work, stopWork: stop,
 		inflight: map[string]bool{}, retry: map[string]time.Time{},
 		failures: map[string]int{}, holds: map[string]time.Time{},
+		pfail: map[string]int{}, pholds: map[string]time.Time{},
 	}
 }
 
@@ -122,4 +125,31 @@ func (w *workers) notBefore() map[string]time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return maps.Clone(w.holds)
+}
+
+// prepareFailed backs the pool's prepared instances off, as launchFailed
+// its launches: apart, so that a pool whose prepares fail (a full disk)
+// still launches. It returns the wait.
+func (w *workers) prepareFailed(pool string, now time.Time, maxBackoff time.Duration) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pfail[pool]++
+	d := fleet.Backoff(w.pfail[pool]-1, time.Second, maxBackoff)
+	w.pholds[pool] = now.Add(d)
+	return d
+}
+
+func (w *workers) prepareSucceeded(pool string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.pfail, pool)
+	delete(w.pholds, pool)
+}
+
+// prepareNotBefore returns, per pool, the time before which it makes no
+// prepared instance.
+func (w *workers) prepareNotBefore() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.pholds)
 }
