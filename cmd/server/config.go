@@ -32,14 +32,17 @@ type fileConfig struct {
 	DatabasePassword  string        `yaml:"database_password_file"`
 	RunnerPrefix      string        `yaml:"runner_prefix"`
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
-	RedeliverInterval time.Duration `yaml:"redeliver_interval"`
-	Retention         time.Duration `yaml:"retention"`
-	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
-	AdminListen       string        `yaml:"admin_listen"`
-	AdminTokenFile    string        `yaml:"admin_token_file"`
-	AdminTLSCertFile  string        `yaml:"admin_tls_cert_file"`
-	AdminTLSKeyFile   string        `yaml:"admin_tls_key_file"`
-	GitHub            struct {
+	// InstallationsInterval is how often the App's installations are
+	// listed, for the warm pools' organizations.
+	InstallationsInterval time.Duration `yaml:"installations_interval"`
+	RedeliverInterval     time.Duration `yaml:"redeliver_interval"`
+	Retention             time.Duration `yaml:"retention"`
+	ShutdownGrace         time.Duration `yaml:"shutdown_grace"`
+	AdminListen           string        `yaml:"admin_listen"`
+	AdminTokenFile        string        `yaml:"admin_token_file"`
+	AdminTLSCertFile      string        `yaml:"admin_tls_cert_file"`
+	AdminTLSKeyFile       string        `yaml:"admin_tls_key_file"`
+	GitHub                struct {
 		APIURL            string `yaml:"api_url"`
 		AppID             int64  `yaml:"app_id"`
 		PrivateKeyFile    string `yaml:"private_key_file"`
@@ -54,6 +57,8 @@ type fileConfig struct {
 		MaxJobDuration      time.Duration `yaml:"max_job_duration"`
 		MaxAttempts         int           `yaml:"max_attempts"`
 		LaunchTimeout       time.Duration `yaml:"launch_timeout"`
+		// MaxPrepared caps the prepared instances of all pools together.
+		MaxPrepared int `yaml:"max_prepared"`
 		// Targets caps our runners on a cluster member or @group, across
 		// pools.
 		Targets map[string]int `yaml:"targets"`
@@ -85,6 +90,8 @@ type poolConfig struct {
 	Config                  map[string]string `yaml:"config"`
 	MaxInstances            int               `yaml:"max_instances"`
 	MinIdle                 int               `yaml:"min_idle"`
+	Prepared                int               `yaml:"prepared"`
+	Organizations           []string          `yaml:"organizations"`
 	MaxIdleAge              time.Duration     `yaml:"max_idle_age"`
 	AllowPublicRepositories bool              `yaml:"allow_public_repositories"`
 	Repositories            []string          `yaml:"repositories"`
@@ -198,15 +205,17 @@ func loadConfigLoose(path string, loose *[]error) (*config, error) {
 	}
 
 	c.App.Scheduler = scheduler.Config{
-		MaxInstances:        fc.Limits.MaxInstances,
-		TargetLimits:        fc.Limits.Targets,
-		RegistrationTimeout: fc.Limits.RegistrationTimeout,
-		MaxJobDuration:      fc.Limits.MaxJobDuration,
-		MaxAttempts:         fc.Limits.MaxAttempts,
-		NamePrefix:          fc.RunnerPrefix,
-		ReconcileInterval:   fc.ReconcileInterval,
-		Retention:           fc.Retention,
-		Timeouts:            scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
+		MaxInstances:          fc.Limits.MaxInstances,
+		MaxPrepared:           fc.Limits.MaxPrepared,
+		InstallationsInterval: fc.InstallationsInterval,
+		TargetLimits:          fc.Limits.Targets,
+		RegistrationTimeout:   fc.Limits.RegistrationTimeout,
+		MaxJobDuration:        fc.Limits.MaxJobDuration,
+		MaxAttempts:           fc.Limits.MaxAttempts,
+		NamePrefix:            fc.RunnerPrefix,
+		ReconcileInterval:     fc.ReconcileInterval,
+		Retention:             fc.Retention,
+		Timeouts:              scheduler.Timeouts{Launch: fc.Limits.LaunchTimeout, ShutdownGrace: fc.ShutdownGrace},
 	}
 	for _, pc := range fc.Pools {
 		if pc.RunnerGroup == "" {
@@ -216,6 +225,7 @@ func loadConfigLoose(path string, loose *[]error) (*config, error) {
 			Name: pc.Name, Labels: pc.Labels, Image: pc.Image, SourceInstance: pc.SourceInstance, Type: pc.Type,
 			Architecture: pc.Architecture, Target: pc.Target, Profiles: pc.Profiles, Config: pc.Config,
 			MaxInstances: pc.MaxInstances, MinIdle: pc.MinIdle, MaxIdleAge: pc.MaxIdleAge,
+			Prepared: pc.Prepared, Organizations: pc.Organizations,
 			AllowPublicRepositories: pc.AllowPublicRepositories,
 			Repositories:            pc.Repositories,
 			RunnerGroup:             pc.RunnerGroup,

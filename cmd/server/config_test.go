@@ -513,3 +513,31 @@ pools: [{name: linux, labels: [self-hosted, linux], image: img}]
 		})
 	}
 }
+
+func TestWarmAndPreparedSettings(t *testing.T) {
+	key, secret := secrets(t, t.TempDir())
+	base := `
+github: {app_id: 1, private_key_file: ` + key + `, webhook_secret_file: ` + secret + `}
+`
+	c, err := loadConfig(writeConfig(t, base+`installations_interval: 2m
+limits: {max_instances: 4, max_prepared: 3}
+pools: [{name: linux, labels: [self-hosted, linux], image: img, min_idle: 2, prepared: 2, organizations: [acme, beta]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.App.Scheduler
+	if p := s.Pools[0]; s.MaxPrepared != 3 || s.InstallationsInterval != 2*time.Minute || p.Prepared != 2 || p.MinIdle != 2 ||
+		!slices.Equal(p.Organizations, []string{"acme", "beta"}) {
+		t.Fatalf("scheduler config = %+v", s)
+	}
+	_, err = loadConfig(writeConfig(t, base+`limits: {max_instances: 4, max_prepared: -1}
+pools: [{name: linux, labels: [self-hosted, linux], source_instance: base, prepared: 1, organizations: ["a b"]}]
+`))
+	for _, want := range []string{"limits.max_prepared must not be negative", "pools[0] (linux): prepared needs image",
+		`pools[0] (linux): organizations: "a b" is not an organization's login`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}

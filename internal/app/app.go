@@ -203,6 +203,11 @@ func New(cfg Config, d Deps) (*App, error) {
 		Heard: func(ctx context.Context, event string, at time.Time) error {
 			return d.State.Update(ctx, func(tx fleet.Tx) error { return tx.HeardWebhook(event, at) })
 		},
+		// Likewise any replica records an installation's news; the leader
+		// reads it at its next step.
+		Installation: func(ctx context.Context, in fleet.Installation) error {
+			return d.State.Update(ctx, func(tx fleet.Tx) error { return tx.PutInstallation(in) })
+		},
 		// A delivery older than the state remembers jobs could queue a
 		// forgotten job again.
 		MaxAge: cfg.Scheduler.WithDefaults().Retention,

@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -48,6 +49,43 @@ func parse(body []byte) (fleet.Delivery, time.Time, error) {
 		RunnerName:     job.GetRunnerName(),
 		Conclusion:     job.GetConclusion(),
 	}, eventTime(job), nil
+}
+
+// parseInstallation turns a verified installation body into what the
+// scheduler keeps of it; ok is false for what it does not keep: an action
+// other than created, deleted, suspend and unsuspend, or an account that
+// is not an organization (runners are an organization's).
+func parseInstallation(body []byte) (in fleet.Installation, ok bool, err error) {
+	ev, err := github.ParseWebHook("installation", body)
+	if err != nil {
+		return in, false, fmt.Errorf("invalid JSON: %w", err)
+	}
+	e, isInstall := ev.(*github.InstallationEvent)
+	if !isInstall {
+		return in, false, errors.New("not an installation payload")
+	}
+	inst := e.GetInstallation()
+	if inst.GetID() == 0 {
+		return in, false, errors.New("missing installation.id")
+	}
+	switch e.GetAction() {
+	case "created", "unsuspend":
+		in.State = fleet.InstallationActive
+	case "deleted":
+		in.State = fleet.InstallationDeleted
+	case "suspend":
+		in.State = fleet.InstallationSuspended
+	case "":
+		return in, false, errors.New("missing action")
+	default:
+		return in, false, nil
+	}
+	acct := inst.GetAccount()
+	if !strings.EqualFold(acct.GetType(), "Organization") || acct.GetLogin() == "" {
+		return in, false, nil
+	}
+	in.ID, in.Login = inst.GetID(), acct.GetLogin()
+	return in, true, nil
 }
 
 // eventTime is when the event a workflow_job delivery reports happened,

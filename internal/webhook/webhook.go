@@ -67,6 +67,7 @@ type Handler struct {
 	maxAge      time.Duration
 	heard       func(ctx context.Context, event string, at time.Time) error
 	heardEvery  time.Duration
+	install     func(ctx context.Context, in fleet.Installation) error
 	heardAt     atomic.Int64 // unix nanoseconds of the last workflow_job recorded as heard
 }
 
@@ -97,6 +98,12 @@ type Options struct {
 	// and the delivery handled as usual. nil: nothing is recorded.
 	Heard      func(ctx context.Context, event string, at time.Time) error
 	HeardEvery time.Duration
+
+	// Installation records an installation webhook's news (created,
+	// deleted, suspend, unsuspend) durably, before the answer: warm pools
+	// follow the App's installations. Any replica records it; the leader
+	// reads it. nil: installation events are ignored like other events.
+	Installation func(ctx context.Context, in fleet.Installation) error
 
 	// MaxAge refuses workflow_job deliveries whose event (by the job's
 	// own timestamps) is older: they are answered 200, so that nothing
@@ -142,6 +149,7 @@ func New(secret []byte, rec Recorder, o Options) (*Handler, error) {
 		secret: secret, rec: rec, notify: o.Notify, m: o.Metrics, clock: o.Clock, log: log,
 		bodies: newBodies(o.MaxReads), readWait: o.ReadWait, bodyTimeout: o.BodyTimeout,
 		rejections: newLogLimit(o.Clock, log), maxAge: o.MaxAge, heard: o.Heard, heardEvery: o.HeardEvery,
+		install: o.Installation,
 	}, nil
 }
 
@@ -211,6 +219,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := h.log.With().Str("delivery_id", deliveryID).Logger()
 	h.recordHeard(r.Context(), event, log)
+	if event == "installation" && h.install != nil {
+		h.installation(w, r, body, deliveryID, log)
+		return
+	}
 	if event != "workflow_job" {
 		log.Debug().Str("event", event).Msg("ignored event")
 		h.count(r, "ignored")
@@ -277,6 +289,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.count(r, "duplicate")
 		log.Info().Msg("duplicate delivery")
 	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// installation records an installation event: what it says of the
+// installation, as of its arrival (a later word wins). Accounts that are
+// not organizations, and other actions (new_permissions_accepted), are
+// answered 204 and recorded nowhere.
+func (h *Handler) installation(w http.ResponseWriter, r *http.Request, body []byte, deliveryID string, log zerolog.Logger) {
+	in, ok, err := parseInstallation(body)
+	if err != nil {
+		h.refuse(w, r, deliveryID, http.StatusBadRequest, "bad_request", "malformed installation event", err)
+		return
+	}
+	if !ok {
+		h.count(r, "ignored")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	in.At = h.clock.Now()
+	log = log.With().Int64("installation_id", in.ID).Str("org", in.Login).Str("state", string(in.State)).Logger()
+	if err := h.install(r.Context(), in); err != nil {
+		log.Error().Err(err).Msg("record installation failed")
+		h.count(r, "error")
+		http.Error(w, "cannot record installation", http.StatusServiceUnavailable)
+		return
+	}
+	log.Info().Msg("installation recorded")
+	h.count(r, "accepted")
+	h.notify()
 	w.WriteHeader(http.StatusAccepted)
 }
 
