@@ -54,6 +54,7 @@ type JobView struct {
 // RunnerView is a snapshot of one registered runner.
 type RunnerView struct {
 	ID        int64
+	Org       string // the organization it registered in
 	Name      string
 	Labels    []string
 	GroupID   int64
@@ -67,6 +68,7 @@ type RunnerView struct {
 
 type job struct {
 	id, runID   int64
+	org         string // the repository's owner
 	repo        string
 	repoID      int64
 	public      bool
@@ -84,6 +86,7 @@ type job struct {
 
 type runner struct {
 	id        int64
+	org       string // the organization it registered in
 	name      string
 	labels    []string
 	group     *runnerGroup // its settings may change after it registered
@@ -145,8 +148,12 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 	s.next.job++
 	s.next.run++
 	now := time.Now()
+	org, _, ok := strings.Cut(spec.Repo, "/")
+	if !ok {
+		org = s.opts.Org
+	}
 	j := &job{
-		id: s.next.job, runID: s.next.run, repo: spec.Repo, repoID: repoID, public: spec.Public,
+		id: s.next.job, runID: s.next.run, org: org, repo: spec.Repo, repoID: repoID, public: spec.Public,
 		name: spec.Name, workflow: spec.Workflow, labels: labels, duration: spec.Duration,
 		status: StatusQueued, createdAt: now,
 	}
@@ -205,8 +212,9 @@ func (s *Server) dispatchLocked() {
 			continue
 		}
 		for i, r := range idle {
-			// The runner's group must admit the job's repository.
-			if labelsCover(r.labels, j.labels) && r.group.admits(j.repo, j.public) {
+			// The runner's group must admit the job's repository, and the
+			// runner be of the job's organization.
+			if labelsCover(r.labels, j.labels) && r.group.admits(j.repo, j.public) && strings.EqualFold(r.org, j.org) {
 				s.assignLocked(j, r)
 				idle = append(idle[:i], idle[i+1:]...)
 				break
@@ -293,7 +301,7 @@ func (s *Server) runnerViewsLocked() []RunnerView {
 	var out []RunnerView
 	for _, r := range s.sortedRunnersLocked() {
 		v := RunnerView{
-			ID: r.id, Name: r.name, Labels: append([]string(nil), r.labels...), GroupID: r.group.id,
+			ID: r.id, Org: r.org, Name: r.name, Labels: append([]string(nil), r.labels...), GroupID: r.group.id,
 			Status: s.statusLocked(r, now), Busy: r.busy(), Used: r.used, Hung: r.hung, CreatedAt: r.createdAt,
 		}
 		if r.job != nil {

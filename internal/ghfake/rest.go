@@ -156,31 +156,42 @@ func (s *Server) checkInstallationToken(r *http.Request) bool {
 		return false
 	}
 	s.mu.Lock()
-	exp, ok := s.tokens[tok]
+	t, ok := s.tokens[tok]
 	s.mu.Unlock()
 	owner := r.PathValue("org")
 	if owner == "" {
 		owner = r.PathValue("owner")
 	}
-	return ok && time.Now().Before(exp) && strings.EqualFold(owner, s.opts.Org)
+	return ok && time.Now().Before(t.exp) && strings.EqualFold(owner, t.org)
 }
 
 func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id != s.opts.InstallationID || !s.installed(r) {
+	if err != nil || !s.installed(r) {
 		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	s.mu.Lock()
+	in := s.installationLocked(id)
+	if in == nil || in.removed {
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	if in.suspended {
+		s.mu.Unlock()
+		writeError(w, http.StatusForbidden, "This installation has been suspended")
 		return
 	}
 	tok := "ghs_" + randomHex(18)
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	s.mu.Lock()
 	now := time.Now()
 	for t, e := range s.tokens { // forget expired tokens
-		if now.After(e) {
+		if now.After(e.exp) {
 			delete(s.tokens, t)
 		}
 	}
-	s.tokens[tok] = exp
+	s.tokens[tok] = token{org: in.org, exp: exp}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"token":                tok,

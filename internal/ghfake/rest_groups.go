@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // A runner group's visibility: which repositories may use its runners.
@@ -211,23 +210,19 @@ type apiInstallation struct {
 	SuspendedAt         *string           `json:"suspended_at"`
 }
 
-// handleListInstallations lists the App's installations: the one
-// organization the stand-in serves, once the App is installed there.
+// handleListInstallations lists the App's installations: on the
+// organization the stand-in serves, once the App is installed there, and
+// those AddInstallation made.
 func (s *Server) handleListInstallations(w http.ResponseWriter, r *http.Request) {
-	if !s.installed(r) {
-		paginate(w, r, 0)
-		writeJSON(w, http.StatusOK, []apiInstallation{})
-		return
+	a := requestApp(r)
+	s.mu.Lock()
+	var all []apiInstallation
+	if a != nil && a == s.current {
+		for _, in := range s.installationsLocked() {
+			all = append(all, s.apiInstallationLocked(in))
+		}
 	}
-	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).Format(time.RFC3339)
-	all := []apiInstallation{{
-		ID: s.opts.InstallationID, AppID: requestApp(r).id, TargetID: s.orgID, TargetType: "Organization",
-		Account:             hookUser{Login: s.opts.Org, ID: s.orgID, Type: "Organization"},
-		RepositorySelection: "all",
-		Permissions:         map[string]string{"organization_self_hosted_runners": "write", "actions": "read", "metadata": "read"},
-		Events:              []string{"workflow_job"},
-		CreatedAt:           created, UpdatedAt: created,
-	}}
+	s.mu.Unlock()
 	lo, hi := paginate(w, r, len(all))
 	writeJSON(w, http.StatusOK, append([]apiInstallation{}, all[lo:hi]...))
 }

@@ -98,7 +98,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 	}
 	s.next.runner++
 	rn := &runner{
-		id: s.next.runner, name: body.Name, labels: labels, group: group, os: "unknown",
+		id: s.next.runner, org: r.PathValue("org"), name: body.Name, labels: labels, group: group, os: "unknown",
 		secret: randomHex(32), createdAt: time.Now(), wake: make(chan struct{}),
 	}
 	s.runners[rn.id] = rn
@@ -129,8 +129,9 @@ func (s *Server) handleListRunners(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	now := time.Now()
 	var all []apiRunner
+	org := r.PathValue("org")
 	for _, rn := range s.sortedRunnersLocked() {
-		if name == "" || strings.EqualFold(name, rn.name) {
+		if (name == "" || strings.EqualFold(name, rn.name)) && strings.EqualFold(rn.org, org) {
 			all = append(all, s.apiRunnerLocked(rn, now))
 		}
 	}
@@ -145,7 +146,10 @@ func (s *Server) runnerFromPathLocked(r *http.Request) *runner {
 	if err != nil {
 		return nil
 	}
-	return s.runners[id]
+	if rn := s.runners[id]; rn != nil && strings.EqualFold(rn.org, r.PathValue("org")) {
+		return rn
+	}
+	return nil
 }
 
 func (s *Server) handleGetRunner(w http.ResponseWriter, r *http.Request) {

@@ -103,11 +103,12 @@ type Server struct {
 	fault      func(*http.Request) (int, http.Header, bool)
 	drop       func(event, action string, jobID int64) bool
 	requests   map[string]int
-	tokens     map[string]time.Time // installation token -> expiry
-	groups     []*runnerGroup       // sorted by id
-	runners    map[int64]*runner    // registered, not yet removed
-	sessions   map[string]*runner   // connected fake runners by session id
-	jobs       []*job               // in creation order
+	tokens     map[string]token   // installation token -> its org and expiry
+	installs   []*installation    // the current App's installations beyond Org's, in creation order
+	groups     []*runnerGroup     // sorted by id
+	runners    map[int64]*runner  // registered, not yet removed
+	sessions   map[string]*runner // connected fake runners by session id
+	jobs       []*job             // in creation order
 	jobsByID   map[int64]*job
 	labelIDs   map[string]int64
 	repoIDs    map[string]int64
@@ -117,7 +118,7 @@ type Server struct {
 	outbox     []*delivery // waiting to be sent, in order
 	outboxWake chan struct{}
 	deliveries []*delivery // attempted, in order
-	next       struct{ runner, job, run, label, repo, delivery, app int64 }
+	next       struct{ runner, job, run, label, repo, delivery, app, install int64 }
 }
 
 // New starts a stand-in listening on opts.Listen.
@@ -194,7 +195,7 @@ func New(opts Options) (*Server, error) {
 		manifests:  map[string]*manifest{},
 		codes:      map[string]*manifest{},
 		requests:   map[string]int{},
-		tokens:     map[string]time.Time{},
+		tokens:     map[string]token{},
 		runners:    map[int64]*runner{},
 		sessions:   map[string]*runner{},
 		jobsByID:   map[int64]*job{},
@@ -225,6 +226,7 @@ func New(opts Options) (*Server, error) {
 	s.next.repo = 500000
 	s.next.delivery = 80000000
 	s.next.app = 880000
+	s.next.install = opts.InstallationID + 100
 	if opts.AppID != 0 {
 		a := &fakeApp{id: opts.AppID, slug: "lxd-gha-autoscaler-" + strings.ToLower(opts.Org), key: opts.AppPublicKey,
 			installed: !opts.NotInstalled, createdAt: time.Now()}

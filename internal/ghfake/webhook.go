@@ -35,19 +35,20 @@ type DeliveryView struct {
 }
 
 type delivery struct {
-	id          int64
-	guid        string
-	event       string
-	action      string
-	jobID       int64
-	repoID      int64
-	payload     []byte
-	redelivery  bool
-	deliveredAt time.Time
-	duration    time.Duration
-	statusCode  int
-	status      string
-	dropped     bool
+	id             int64
+	installationID int64 // 0: the one on Org
+	guid           string
+	event          string
+	action         string
+	jobID          int64
+	repoID         int64
+	payload        []byte
+	redelivery     bool
+	deliveredAt    time.Time
+	duration       time.Duration
+	statusCode     int
+	status         string
+	dropped        bool
 }
 
 func (d *delivery) failed() bool { return d.statusCode < 200 || d.statusCode > 299 }
@@ -60,6 +61,9 @@ func (d *delivery) view() DeliveryView {
 }
 
 func (d *delivery) api(installationID int64) apiDelivery {
+	if d.installationID != 0 {
+		installationID = d.installationID
+	}
 	a := apiDelivery{
 		ID: d.id, GUID: d.guid, DeliveredAt: d.deliveredAt.UTC().Format(time.RFC3339), Redelivery: d.redelivery,
 		Duration: d.duration.Seconds(), Status: d.status, StatusCode: d.statusCode, Event: d.event,
@@ -142,12 +146,16 @@ type workflowJobEvent struct {
 // enqueueJobEventLocked snapshots j now, so the payload reflects the
 // transition even if the job changes before the delivery goes out.
 func (s *Server) enqueueJobEventLocked(j *job, action string) {
+	org, orgID, instID := s.opts.Org, s.orgID, s.opts.InstallationID
+	if in := s.installationOfLocked(j.org); in != nil {
+		org, orgID, instID = in.org, in.orgID, in.id
+	}
 	ev := workflowJobEvent{
 		Action:       action,
 		WorkflowJob:  s.workflowJobLocked(j),
 		Repository:   s.repoLocked(j.repo, j.repoID, j.public),
-		Organization: hookOrg{Login: s.opts.Org, ID: s.orgID, NodeID: "O_fake"},
-		Installation: hookInstallation{ID: s.opts.InstallationID, NodeID: fmt.Sprintf("MDIz_fake%d", s.opts.InstallationID)},
+		Organization: hookOrg{Login: org, ID: orgID, NodeID: fmt.Sprintf("O_fake%d", orgID)},
+		Installation: hookInstallation{ID: instID, NodeID: fmt.Sprintf("MDIz_fake%d", instID)},
 		Sender:       hookUser{Login: "octocat", ID: 583231, Type: "User"},
 	}
 	payload, err := json.Marshal(ev)
@@ -155,7 +163,8 @@ func (s *Server) enqueueJobEventLocked(j *job, action string) {
 		s.log.Error().Err(err).Msg("encode webhook")
 		return
 	}
-	s.enqueueLocked(&delivery{guid: newUUID(), event: "workflow_job", action: action, jobID: j.id, repoID: j.repoID, payload: payload})
+	s.enqueueLocked(&delivery{guid: newUUID(), event: "workflow_job", action: action, jobID: j.id, repoID: j.repoID,
+		installationID: instID, payload: payload})
 }
 
 // repoLocked is a repository as webhooks and the REST API show it.
@@ -230,7 +239,7 @@ func (s *Server) enqueueLocked(d *delivery) {
 func (s *Server) redeliverLocked(d *delivery) {
 	s.enqueueLocked(&delivery{
 		guid: d.guid, event: d.event, action: d.action, jobID: d.jobID, repoID: d.repoID,
-		payload: d.payload, redelivery: true,
+		installationID: d.installationID, payload: d.payload, redelivery: true,
 	})
 }
 
