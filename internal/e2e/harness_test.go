@@ -129,6 +129,7 @@ type options struct {
 	maxInstances int
 	poolMax      int
 	extraPool    string // YAML appended to pools
+	pool         string // YAML lines appended to the first pool (indented by four)
 	limits       string // YAML lines appended under limits
 	top          string // YAML lines at the top level
 	image        string // the pool's image; default the busybox one
@@ -254,6 +255,9 @@ func newEnv(t testing.TB, o options) *env {
 	poolMax := ""
 	if o.poolMax > 0 {
 		poolMax = fmt.Sprintf("\n    max_instances: %d", o.poolMax)
+	}
+	if o.pool != "" {
+		poolMax += "\n" + strings.TrimRight(o.pool, "\n")
 	}
 	state := "state_dir: " + filepath.Join(e.dir, "state")
 	if o.database != "" {

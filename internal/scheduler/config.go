@@ -131,7 +131,7 @@ const (
 	DefaultRecheckQueuedAfter  = 10 * time.Minute
 	DefaultClusterInterval     = 5 * time.Second
 	DefaultInstallations       = 10 * time.Minute
-	DefaultImageInterval       = 10 * time.Second
+	DefaultImageInterval       = 5 * time.Second
 )
 
 // DefaultTimeouts are the Timeouts that a zero field takes.
