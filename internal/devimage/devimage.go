@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path"
 	"runtime"
@@ -46,6 +47,10 @@ type Options struct {
 	Init        []string // command line exec'd by /sbin/init; default BinaryPath if Binary is set, else sleep forever
 	Description string   // image description; default DefaultDescription
 	Gzip        bool     // gzip the tarball (LXD takes either)
+	// Padding adds this many bytes of incompressible filler under
+	// /opt/padding, in files of 8 MiB: an image the size of a real one
+	// with its toolset, for measuring what its size costs.
+	Padding int64
 	// Time is the creation date and every mtime; default now. Equal options
 	// and Time give equal bytes, hence the same image fingerprint.
 	Time time.Time
@@ -160,6 +165,18 @@ func Build(w io.Writer, opts Options) error {
 			tw.dir("rootfs"+parents[i], 0o755)
 		}
 		tw.file("rootfs"+path.Clean(opts.BinaryPath), 0o755, binary)
+	}
+	if opts.Padding > 0 {
+		tw.dir("rootfs/opt", 0o755)
+		tw.dir("rootfs/opt/padding", 0o755)
+		var seed [32]byte
+		rng := rand.NewChaCha8(seed) // the same bytes every time: equal options, equal image
+		for i, left := 0, opts.Padding; left > 0; i++ {
+			chunk := make([]byte, min(left, 8<<20))
+			_, _ = rng.Read(chunk) // never fails
+			tw.file(fmt.Sprintf("rootfs/opt/padding/%04d", i), 0o644, chunk)
+			left -= int64(len(chunk))
+		}
 	}
 
 	err = tw.close()

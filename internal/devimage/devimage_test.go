@@ -282,3 +282,33 @@ func TestImportAndRun(t *testing.T) {
 	}
 	lxdtest.WaitGone(t, c, name, 30*time.Second)
 }
+
+// Padding makes the image as large as asked, with incompressible filler,
+// the same bytes every time.
+func TestBuildPadding(t *testing.T) {
+	needBusybox(t)
+	build := func() []byte {
+		var buf bytes.Buffer
+		at := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+		if err := devimage.Build(&buf, devimage.Options{Padding: 9 << 20, Time: at}); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	a, b := build(), build()
+	if !bytes.Equal(a, b) {
+		t.Error("two builds with equal options differ")
+	}
+	files := readTar(t, bytes.NewReader(a))
+	p0, p1 := files["rootfs/opt/padding/0000"].data, files["rootfs/opt/padding/0001"].data
+	if len(p0) != 8<<20 || len(p1) != 1<<20 {
+		t.Fatalf("padding files of %d and %d bytes, want 8 MiB and 1 MiB", len(p0), len(p1))
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, _ = zw.Write(p0)
+	_ = zw.Close()
+	if z.Len() < len(p0)*99/100 {
+		t.Errorf("padding compresses to %d of %d bytes: want it incompressible", z.Len(), len(p0))
+	}
+}
