@@ -264,8 +264,8 @@ func TestList(t *testing.T) {
 		got[in.Name] = in
 	}
 	want := map[string]fleet.Instance{
-		ours:    {Name: ours, Managed: true, Labels: labels, State: fleet.InstanceRunning},
-		mangled: {Name: mangled, Managed: true, Labels: fleet.InstanceLabels{Pool: "p2"}, State: fleet.InstanceStopped},
+		ours:    {Name: ours, Managed: true, Labels: labels, State: fleet.InstanceRunning, Image: fp},
+		mangled: {Name: mangled, Managed: true, Labels: fleet.InstanceLabels{Pool: "p2"}, State: fleet.InstanceStopped, Image: fp},
 	}
 	for n, w := range want {
 		g, ok := got[n]
