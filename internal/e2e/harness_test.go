@@ -48,6 +48,14 @@ const jitRoute = "POST /orgs/{org}/actions/runners/generate-jitconfig"
 // whatever it says.
 const stateEnv = "E2E_STATE"
 
+// storagePoolEnv names the environment variable that puts the instances of
+// the services under test (and the bare runs beside them) on another LXD
+// storage pool than the default profile's, e.g. a btrfs pool:
+//
+//	lxc storage create e2ebtrfs btrfs size=8GiB
+//	E2E_STORAGE_POOL=e2ebtrfs go test ./internal/e2e -run '^$' -bench Start -benchtime 5x
+const storagePoolEnv = "E2E_STORAGE_POOL"
+
 var (
 	binPath    string // the service binary, built once
 	runnerPath string // the dev binary: the stand-in's fake runner
@@ -244,9 +252,13 @@ func newEnv(t testing.TB, o options) *env {
 	}
 	t.Cleanup(e.fake.Close)
 	u, _ := url.Parse(e.fake.URL())
-	e.profile = lxdtest.Profile(t, c, map[string]map[string]string{
+	devices := map[string]map[string]string{
 		"ghfake": {"type": "proxy", "bind": "instance", "listen": "tcp:" + u.Host, "connect": "tcp:" + u.Host},
-	})
+	}
+	if pool := os.Getenv(storagePoolEnv); pool != "" {
+		devices["root"] = map[string]string{"type": "disk", "path": "/", "pool": pool}
+	}
+	e.profile = lxdtest.Profile(t, c, devices)
 
 	keyFile := filepath.Join(e.dir, "app.pem")
 	secretFile := filepath.Join(e.dir, "webhook-secret")
