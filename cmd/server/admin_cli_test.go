@@ -93,9 +93,9 @@ func TestAdminStatus(t *testing.T) {
 			want := `ready
 last webhook received at 2025-03-14 09:29:54Z (workflow_job)
 
-POOL   QUEUED  LAUNCHING  IDLE  BUSY  MAX     DRAINING
-linux  0       1          2     1     10
-gpu    1       0          0     0     global  yes
+POOL   QUEUED  LAUNCHING  IDLE  BUSY  PREPARED  MAX     DRAINING
+linux  0       1          2     1     0         10
+gpu    1       0          0     0     0         global  yes
 
 last jobs:
 JOB   POOL   STATE                WAIT   BOOT   RUN    REPO      RUNNER              REASON

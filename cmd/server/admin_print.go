@@ -105,13 +105,13 @@ func adminPrintStatus(w io.Writer, st admin.Status) error {
 	}
 	fmt.Fprintln(ew)
 	tw := adminTable(ew, 2)
-	fmt.Fprintln(tw, "POOL\tQUEUED\tLAUNCHING\tIDLE\tBUSY\tMAX\tDRAINING")
+	fmt.Fprintln(tw, "POOL\tQUEUED\tLAUNCHING\tIDLE\tBUSY\tPREPARED\tMAX\tDRAINING")
 	for _, p := range st.Pools {
 		maxs := "global"
 		if p.Max > 0 {
 			maxs = strconv.Itoa(p.Max)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Queued, p.Launching, p.Idle, p.Busy, maxs, adminYes(p.Draining))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Queued, p.Launching, p.Idle, p.Busy, p.Prepared, maxs, adminYes(p.Draining))
 	}
 	if len(st.Pools) == 0 {
 		fmt.Fprintln(tw, "(no pools)")

@@ -75,6 +75,7 @@ type PoolStatus struct {
 	Launching int    `json:"launching"` // runners being made
 	Idle      int    `json:"idle"`      // runners up, without a job
 	Busy      int    `json:"busy"`      // runners running a job
+	Prepared  int    `json:"prepared"`  // prepared instances ready: made and stopped, no runner yet
 	Max       int    `json:"max"`       // 0: only the global limit applies
 	Draining  bool   `json:"draining"`
 }

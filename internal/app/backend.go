@@ -22,10 +22,11 @@ var _ admin.Backend = backend{}
 
 // snapshot is a consistent read of what the status views need.
 type snapshot struct {
-	queued  []fleet.Job
-	live    []fleet.Runner
-	drained map[string]bool
-	webhook fleet.Webhook // the last heard
+	queued   []fleet.Job
+	live     []fleet.Runner
+	prepared []fleet.Prepared
+	drained  map[string]bool
+	webhook  fleet.Webhook // the last heard
 }
 
 func (a *App) snapshot(ctx context.Context) (snapshot, error) {
@@ -36,6 +37,9 @@ func (a *App) snapshot(ctx context.Context) (snapshot, error) {
 			return err
 		}
 		if s.live, err = tx.LiveRunners(); err != nil {
+			return err
+		}
+		if s.prepared, err = tx.PreparedInstances(); err != nil {
 			return err
 		}
 		if s.drained, err = tx.Drained(); err != nil {
@@ -76,6 +80,11 @@ func (b backend) Status(ctx context.Context) (admin.Status, error) {
 			pools[i].Idle++
 		case fleet.RunnerBusy:
 			pools[i].Busy++
+		}
+	}
+	for _, x := range snap.prepared {
+		if i, ok := byPool[x.Pool]; ok && x.State == fleet.PreparedReady {
+			pools[i].Prepared++
 		}
 	}
 	jobs, err := b.jobs(ctx, fleet.JobFilter{Limit: 20}, snap.drained)
