@@ -34,7 +34,7 @@ func TestCLIFindsTheServiceFromItsConfig(t *testing.T) {
 			// The same from the environment, for an operator's shell profile.
 			t.Setenv(ConfigEnv, e.path)
 			out, _, err = runAdmin(t, "status")
-			if err != nil || !strings.Contains(out, "linux  0       0          0     0     global  yes") {
+			if err != nil || !strings.Contains(out, "linux  0       0          0     0     0         global  yes") {
 				t.Fatalf("status with $%s: %v\n%s", ConfigEnv, err, out)
 			}
 			if out, _, err := runAdmin(t, "undrain", "linux"); err != nil || out != "pool linux: not draining\n" {
