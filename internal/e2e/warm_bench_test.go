@@ -36,10 +36,10 @@ func runnerImage(padding int64) devimage.Options {
 // BenchmarkStart measures queued -> job taken (the stand-in gives the job
 // to a runner) for a cold launch, a prepared instance and a warm runner,
 // with the small test image and one padded to a realistic size, side by
-// side in one run: six services, b.N jobs each (at least 3), one at a
+// side in one run: six services, b.N jobs each (at least 5), one at a
 // time, each after the pool is back at rest. Run it with
 //
-//	go test ./internal/e2e -run '^$' -bench '^BenchmarkStart$' -benchtime 5x
+//	go test ./internal/e2e -run '^$' -bench '^BenchmarkStart$' -benchtime 1x
 //
 // and E2E_STORAGE_POOL=NAME for another storage pool than the default
 // profile's.
@@ -47,7 +47,7 @@ func BenchmarkStart(b *testing.B) {
 	if setupErr != nil {
 		b.Fatal(setupErr)
 	}
-	n := max(b.N, 3)
+	n := max(b.N, 5)
 	c := lxdtest.Connect(b)
 	began := time.Now()
 	large, _ := lxdtest.Image(b, c, runnerImage(largeImageMB<<20))
@@ -158,12 +158,23 @@ func (x *bare) cycle(b *testing.B, id int64, label string) {
 // with
 //
 //	go test ./internal/e2e -run '^$' -bench '^BenchmarkBurst$' -benchtime 1x
+//
+// BURST_JIT_LATENCY=500ms makes the stand-in take that long to answer each
+// JIT config request, as GitHub does, for both.
 func BenchmarkBurst(b *testing.B) {
 	if setupErr != nil {
 		b.Fatal(setupErr)
 	}
 	const jobs, slots, length = 40, 4, time.Second
 	e := newEnv(b, options{maxInstances: slots})
+	if v := os.Getenv("BURST_JIT_LATENCY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.fake.SetLatency(jitRoute, d)
+		b.Logf("JIT config requests take %v", d)
+	}
 	x := newBare(b, e, imageAlias)
 
 	start := time.Now()

@@ -57,8 +57,15 @@ func (s *Server) route(mux *http.ServeMux, pattern string, auth authKind, h http
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 		s.mu.Lock()
 		s.requests[pattern]++
-		fault := s.fault
+		fault, delay := s.fault, s.latency[pattern]
 		s.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if auth == authNone {
 			h(w, r)
 			return

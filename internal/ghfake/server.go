@@ -101,6 +101,7 @@ type Server struct {
 	manifests  map[string]*manifest // manifests posted, waiting for the owner's confirmation, by token
 	codes      map[string]*manifest // confirmed, waiting for their conversion, by code
 	fault      func(*http.Request) (int, http.Header, bool)
+	latency    map[string]time.Duration // by route pattern: how long its answers take
 	drop       func(event, action string, jobID int64) bool
 	requests   map[string]int
 	tokens     map[string]token   // installation token -> its org and expiry
@@ -195,6 +196,7 @@ func New(opts Options) (*Server, error) {
 		manifests:  map[string]*manifest{},
 		codes:      map[string]*manifest{},
 		requests:   map[string]int{},
+		latency:    map[string]time.Duration{},
 		tokens:     map[string]token{},
 		runners:    map[int64]*runner{},
 		sessions:   map[string]*runner{},
@@ -291,6 +293,19 @@ func (s *Server) SetFault(f func(r *http.Request) (status int, header http.Heade
 	s.mu.Lock()
 	s.fault = f
 	s.mu.Unlock()
+}
+
+// SetLatency makes every answer of a REST route (its pattern, e.g.
+// "POST /orgs/{org}/actions/runners/generate-jitconfig") take d, as
+// GitHub's own answers take a few hundred milliseconds. Zero removes it.
+func (s *Server) SetLatency(pattern string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.latency, pattern)
+		return
+	}
+	s.latency[pattern] = d
 }
 
 // DropWebhooks installs a filter: a first delivery for which it returns true
