@@ -184,15 +184,18 @@ func New(cfg Config, d Deps) (*App, error) {
 		schedMetrics, hookMetrics = d.Metrics, d.Metrics
 	}
 	// What the leader decides and does goes through these.
-	leadState, leadInst, leadGH, leadDeliveries := d.State, inst, d.GitHub, d.Deliveries
+	leadState, leadInst, leadGH, leadDeliveries, leadCluster := d.State, inst, d.GitHub, d.Deliveries, d.Cluster
 	if r := d.Replicas; r != nil {
 		leadState, leadInst, leadGH = r.Fenced, r.Elector.Instances(inst), r.Elector.GitHub(d.GitHub)
+		if d.Cluster != nil {
+			leadCluster = r.Elector.Cluster(d.Cluster)
+		}
 		if d.Deliveries != nil {
 			leadDeliveries = guardedDeliveries{r.Elector, d.Deliveries}
 		}
 	}
 	sched, err := scheduler.New(cfg.Scheduler, scheduler.Deps{
-		State: leadState, Instances: leadInst, GitHub: leadGH, Cluster: d.Cluster, Metrics: schedMetrics, Clock: d.Clock, Log: log,
+		State: leadState, Instances: leadInst, GitHub: leadGH, Cluster: leadCluster, Metrics: schedMetrics, Clock: d.Clock, Log: log,
 	})
 	if err != nil {
 		return nil, err

@@ -149,3 +149,29 @@ func (g guardedGitHub) Installations(ctx context.Context) ([]fleet.Org, error) {
 	}
 	return g.inner.Installations(ctx)
 }
+
+// Cluster guards inner likewise: reading LXD's members is a call too.
+func (e *Elector) Cluster(inner fleet.Cluster) fleet.Cluster { return guardedCluster{e, inner} }
+
+type guardedCluster struct {
+	e     *Elector
+	inner fleet.Cluster
+}
+
+func (g guardedCluster) Topology(ctx context.Context) (fleet.Topology, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return fleet.Topology{}, err
+	}
+	return g.inner.Topology(ctx)
+}
+
+func (g guardedCluster) Architecture(ctx context.Context, arch, image, sourceInstance string) (string, error) {
+	ctx, cancel, err := g.e.guard(ctx)
+	defer cancel()
+	if err != nil {
+		return "", err
+	}
+	return g.inner.Architecture(ctx, arch, image, sourceInstance)
+}

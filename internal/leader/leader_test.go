@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -336,5 +337,45 @@ func TestPermitRefusesOnceTheLeaseMayHaveLapsed(t *testing.T) {
 	v.clock.Advance(ttl) // in one step, as a process that was stopped sees it
 	if err := fleet.Permitted(cleanup); !errors.Is(err, fleet.ErrNotLeader) {
 		t.Fatalf("permit after the lease time: %v, want ErrNotLeader", err)
+	}
+}
+
+// countingCluster counts the calls that reach it.
+type countingCluster struct{ calls atomic.Int32 }
+
+func (c *countingCluster) Topology(context.Context) (fleet.Topology, error) {
+	c.calls.Add(1)
+	return fleet.Topology{}, nil
+}
+
+func (c *countingCluster) Architecture(context.Context, string, string, string) (string, error) {
+	c.calls.Add(1)
+	return "x86_64", nil
+}
+
+// Reading LXD's members is an outside call like any other: refused once
+// the lease may have lapsed.
+func TestClusterReadsAreGuarded(t *testing.T) {
+	v := start(t)
+	ctx := v.lead()
+	inner := &countingCluster{}
+	cl := v.e.Cluster(inner)
+	if _, err := cl.Topology(context.Background()); err != nil || inner.calls.Load() != 1 {
+		t.Fatalf("while leading: %v, %d calls", err, inner.calls.Load())
+	}
+	v.leases.set(func(l *leases) { l.renewErr = errors.New("connection refused") })
+	for moved := time.Duration(0); moved < 2*ttl && ctx.Err() == nil; moved += ttl / 30 {
+		v.clock.Advance(ttl / 30)
+		time.Sleep(time.Millisecond)
+	}
+	waitDone(t, ctx)
+	if _, err := cl.Topology(context.Background()); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("Topology after the lease lapsed = %v, want ErrNotLeader", err)
+	}
+	if _, err := cl.Architecture(context.Background(), "", "img", ""); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("Architecture after the lease lapsed = %v, want ErrNotLeader", err)
+	}
+	if n := inner.calls.Load(); n != 1 {
+		t.Fatalf("%d calls reached LXD, want only the one made while leading", n)
 	}
 }
