@@ -21,10 +21,33 @@ type workers struct {
 	mu       sync.Mutex
 	inflight map[string]bool      // runner names with a worker running
 	retry    map[string]time.Time // runner name -> earliest next teardown attempt
-	failures map[string]int       // pool -> consecutive launch failures
-	holds    map[string]time.Time // pool -> no launch before
-	pfail    map[string]int       // pool -> consecutive failures to prepare an instance
-	pholds   map[string]time.Time // pool -> no prepared instance made before
+	launches backoff              // per pool: no launch before
+	prepares backoff              // per pool: no prepared instance made before
+}
+
+// backoff holds, per pool, the consecutive failures of one kind of work
+// and the time before which the pool tries it again.
+type backoff struct {
+	failures map[string]int
+	holds    map[string]time.Time
+}
+
+func newBackoff() backoff {
+	return backoff{failures: map[string]int{}, holds: map[string]time.Time{}}
+}
+
+// failed counts a failure of pool's and returns the wait before the next
+// try: capped exponential with jitter.
+func (b backoff) failed(pool string, now time.Time, maxBackoff time.Duration) time.Duration {
+	b.failures[pool]++
+	d := fleet.Backoff(b.failures[pool]-1, time.Second, maxBackoff)
+	b.holds[pool] = now.Add(d)
+	return d
+}
+
+func (b backoff) succeeded(pool string) {
+	delete(b.failures, pool)
+	delete(b.holds, pool)
 }
 
 func newWorkers() *workers {
@@ -32,8 +55,7 @@ func newWorkers() *workers {
 	return &workers{
 		work: work, stopWork: stop,
 		inflight: map[string]bool{}, retry: map[string]time.Time{},
-		failures: map[string]int{}, holds: map[string]time.Time{},
-		pfail: map[string]int{}, pholds: map[string]time.Time{},
+		launches: newBackoff(), prepares: newBackoff(),
 	}
 }
 
@@ -101,30 +123,25 @@ func (w *workers) setRetry(name string, at time.Time) {
 	w.retry[name] = at
 }
 
-// launchFailed backs the pool off after a failed launch: capped
-// exponential with jitter, so that a broken image or an LXD in trouble is
-// not hammered. It returns the wait.
+// launchFailed backs the pool off after a failed launch, so that a broken
+// image or an LXD in trouble is not hammered. It returns the wait.
 func (w *workers) launchFailed(pool string, now time.Time, maxBackoff time.Duration) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.failures[pool]++
-	d := fleet.Backoff(w.failures[pool]-1, time.Second, maxBackoff)
-	w.holds[pool] = now.Add(d)
-	return d
+	return w.launches.failed(pool, now, maxBackoff)
 }
 
 func (w *workers) launchSucceeded(pool string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.failures, pool)
-	delete(w.holds, pool)
+	w.launches.succeeded(pool)
 }
 
 // notBefore returns, per pool, the time before which it launches nothing.
 func (w *workers) notBefore() map[string]time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return maps.Clone(w.holds)
+	return maps.Clone(w.launches.holds)
 }
 
 // prepareFailed backs the pool's prepared instances off, as launchFailed
@@ -133,17 +150,13 @@ func (w *workers) notBefore() map[string]time.Time {
 func (w *workers) prepareFailed(pool string, now time.Time, maxBackoff time.Duration) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.pfail[pool]++
-	d := fleet.Backoff(w.pfail[pool]-1, time.Second, maxBackoff)
-	w.pholds[pool] = now.Add(d)
-	return d
+	return w.prepares.failed(pool, now, maxBackoff)
 }
 
 func (w *workers) prepareSucceeded(pool string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.pfail, pool)
-	delete(w.pholds, pool)
+	w.prepares.succeeded(pool)
 }
 
 // prepareNotBefore returns, per pool, the time before which it makes no
@@ -151,5 +164,5 @@ func (w *workers) prepareSucceeded(pool string) {
 func (w *workers) prepareNotBefore() map[string]time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return maps.Clone(w.pholds)
+	return maps.Clone(w.prepares.holds)
 }
