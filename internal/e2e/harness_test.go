@@ -162,6 +162,8 @@ type options struct {
 	// "socket: lxdSocket" (lines indented by two); the test still sees
 	// LXD through lxdSocket.
 	lxdYAML string
+	// timeout bounds the test's context: default 4 minutes.
+	timeout time.Duration
 }
 
 // env is one test's service with its own stand-in, profile, state and
@@ -206,7 +208,10 @@ func newEnv(t testing.TB, o options) *env {
 		t.Fatal(setupErr)
 	}
 	c := lxdtest.Connect(t) // skips without LXD
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	if o.timeout == 0 {
+		o.timeout = 4 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	if o.maxInstances == 0 {
 		o.maxInstances = 4

@@ -242,7 +242,7 @@ func BenchmarkSoak(b *testing.B) {
 		arrive[i] = time.Duration(at * float64(time.Second))
 		length[i] = time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
 	}
-	e := newEnv(b, options{maxInstances: slots, top: "redeliver_interval: 5s"})
+	e := newEnv(b, options{maxInstances: slots, top: "redeliver_interval: 5s", timeout: 40 * time.Minute})
 	x := newBare(b, e, imageAlias)
 
 	// The floor: the same stream on 8 bare workers.
