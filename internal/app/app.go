@@ -354,6 +354,9 @@ func (a *App) lead(ctx context.Context) error {
 		g.Go(func() error { return a.redel.Run(gctx) })
 	}
 	for _, task := range a.leaderTasks {
+		if r := a.replicas; r != nil {
+			task = r.Elector.Task(task)
+		}
 		g.Go(func() error { return task(gctx) })
 	}
 	return g.Wait()

@@ -16,6 +16,22 @@ func (e *Elector) Guard(ctx context.Context) (context.Context, context.CancelFun
 	return e.guard(ctx)
 }
 
+// Task guards a task that runs for the whole term, such as the image
+// rebuilds (a build takes minutes and makes many requests): its context
+// ends with the term and carries the permit, so each of its requests is
+// refused once the lease may have lapsed, as a call through Instances is.
+// Outside a term the task does not run.
+func (e *Elector) Task(task func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel, err := e.guard(ctx)
+		defer cancel()
+		if err != nil {
+			return nil // the term is over already
+		}
+		return task(ctx)
+	}
+}
+
 // Instances guards inner: each call is made only while this replica leads
 // and never outlives the lease.
 func (e *Elector) Instances(inner fleet.Instances) fleet.Instances { return guardedInstances{e, inner} }

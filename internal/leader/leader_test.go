@@ -379,3 +379,38 @@ func TestClusterReadsAreGuarded(t *testing.T) {
 		t.Fatalf("%d calls reached LXD, want only the one made while leading", n)
 	}
 }
+
+// A task that runs for the whole term (an image rebuild) is refused its
+// requests once the lease may have lapsed, even while it is still
+// running, and its context ends with the term; outside a term it does
+// not run at all.
+func TestTasksAreGuarded(t *testing.T) {
+	v := start(t)
+	term := v.lead()
+	got := make(chan context.Context, 1)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- v.e.Task(func(ctx context.Context) error {
+			got <- ctx
+			<-ctx.Done()
+			return nil
+		})(term)
+	}()
+	ctx := <-got
+	if err := fleet.Permitted(ctx); err != nil {
+		t.Fatalf("permit while leading: %v", err)
+	}
+	v.leases.set(func(l *leases) { l.renewErr = errors.New("connection refused") })
+	v.clock.Advance(ttl) // in one step, as a process that was stopped sees it
+	if err := fleet.Permitted(ctx); !errors.Is(err, fleet.ErrNotLeader) {
+		t.Fatalf("permit after the lease time: %v, want ErrNotLeader", err)
+	}
+	v.advance(ttl, ttl/6)
+	waitDone(t, ctx)
+	<-ended
+
+	ran := false
+	if err := v.e.Task(func(context.Context) error { ran = true; return nil })(context.Background()); err != nil || ran {
+		t.Fatalf("a task outside a term: ran %v, err %v", ran, err)
+	}
+}
