@@ -125,9 +125,13 @@ func TestLXDRestart(t *testing.T) {
 		}
 		seen[j.RunnerName] = j.ID
 	}
-	adopted, replaced := map[string]bool{}, 0
+	// A launch is done again only when the kill cut it short: its
+	// instance adopted and then found without a runner, or its create
+	// finished by LXD with an error once LXD was back (seen: the instance
+	// LXD made vanished during its own restart, "Instance not found").
+	adopted, replaced, failed := map[string]bool{}, 0, 0
 	for _, line := range strings.Split(e.logText(), "\n") {
-		var l struct{ Message, Instance, Reason string }
+		var l struct{ Message, Instance, Reason, Stage string }
 		if json.Unmarshal([]byte(line), &l) != nil {
 			continue
 		}
@@ -139,11 +143,17 @@ func TestLXDRestart(t *testing.T) {
 				t.Errorf("%s replaced for want of a runner, but its start was not cut short", l.Instance)
 			}
 			replaced++
+		case l.Message == "launch failed; the job stays queued":
+			if !cut[l.Instance] || l.Stage != "create" {
+				t.Errorf("the launch of %s failed at %s, but the LXD kill did not cut it short", l.Instance, l.Stage)
+			}
+			failed++
 		}
 	}
-	t.Logf("%d jobs, %d launches; %d adopted after a cut start, %d of them replaced", len(ids), e.jitCalls(), len(adopted), replaced)
-	if n := e.jitCalls(); n != len(ids)+replaced {
-		t.Fatalf("launches = %d for %d jobs and %d replaced runners", n, len(ids), replaced)
+	t.Logf("%d jobs, %d launches; %d adopted after a cut start, %d of them replaced; %d cut launches failed once LXD was back",
+		len(ids), e.jitCalls(), len(adopted), replaced, failed)
+	if n := e.jitCalls(); n != len(ids)+replaced+failed {
+		t.Fatalf("launches = %d for %d jobs, %d replaced runners and %d failed launches", n, len(ids), replaced, failed)
 	}
 	e.checkNoSecrets()
 }
