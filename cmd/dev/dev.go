@@ -45,6 +45,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	socket := fs.String("lxd-socket", "", "LXD unix socket (default: the deb's, then the snap's)")
 	logLevel := fs.String("log-level", "warn", "service log level: debug, info, warn or error")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	keep := fs.String("keep", "", "after the jobs, keep the service running with its status page and admin API on this loopback host:port (e.g. 127.0.0.1:8090) until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,7 +56,15 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil || *logLevel == "" {
 		return fmt.Errorf("dev: log level %q: want debug, info, warn or error", *logLevel)
 	}
+	if *keep != "" {
+		if host, _, err := net.SplitHostPort(*keep); err != nil || !net.ParseIP(host).IsLoopback() {
+			return fmt.Errorf("dev: --keep %q: want a loopback host:port such as 127.0.0.1:8090", *keep)
+		}
+	}
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger()
+	// The service runs until the jobs are done, or with --keep until
+	// interrupted; --timeout bounds only the wait for the jobs.
+	interrupted := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -148,7 +157,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	a, err := app.New(app.Config{WebhookSecret: secret, Scheduler: scheduler.Config{
 		MaxInstances: *maxInstances, NamePrefix: "dev" + suffix[:4] + "-", RegistrationTimeout: 2 * time.Minute,
 		Pools: []scheduler.Pool{{Name: "linux", Labels: labels, Image: alias, Profiles: []string{"default", profile}}},
-	}}, app.Deps{State: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
+	}, AdminListen: *keep}, app.Deps{State: st, Instances: lx, GitHub: gh, Deliveries: gh, Log: log})
 	if err != nil {
 		return err
 	}
@@ -157,7 +166,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fake.SetWebhookURL("http://" + ln.Addr().String() + "/webhook")
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, stop := context.WithCancel(interrupted)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx, ln) }()
 	defer func() {
@@ -202,7 +211,14 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return printTimelines(ctx, stdout, st, append(ids, hosted))
+	if err := printTimelines(ctx, stdout, st, append(ids, hosted)); err != nil {
+		return err
+	}
+	if *keep != "" {
+		fmt.Fprintf(stdout, "\nthe service keeps running: status page http://%s/, admin API http://%s/api/status; Ctrl-C stops it and cleans up\n", *keep, *keep)
+		<-interrupted.Done()
+	}
+	return nil
 }
 
 // printTimelines writes one line per job: each step as an offset from the
