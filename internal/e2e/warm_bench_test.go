@@ -221,7 +221,8 @@ func BenchmarkBurst(b *testing.B) {
 //
 //	go test ./internal/e2e -run '^$' -bench '^BenchmarkSoak$' -benchtime 1x -timeout 30m
 //
-// SOAK_JOBS changes the number of jobs. Webhooks GitHub could not deliver
+// SOAK_JOBS changes the number of jobs; SOAK_LOG=FILE keeps the service's
+// log there. Webhooks GitHub could not deliver
 // while the service was down are redelivered; redeliver_interval is 5 s
 // here (1 m by default).
 func BenchmarkSoak(b *testing.B) {
@@ -276,9 +277,12 @@ func BenchmarkSoak(b *testing.B) {
 	start = time.Now()
 	nextKill := start.Add(killEvery)
 	kills := 0
+	var back []time.Duration // kill -> the service healthy again
 	kill := func() {
+		t0 := time.Now()
 		e.stop(syscall.SIGKILL)
 		e.start()
+		back = append(back, time.Since(t0))
 		kills++
 		nextKill = nextKill.Add(killEvery)
 	}
@@ -311,6 +315,11 @@ func BenchmarkSoak(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	svc := soakStats(e, ids)
+	if f := os.Getenv("SOAK_LOG"); f != "" {
+		if err := os.WriteFile(f, []byte(e.logText()), 0o600); err != nil {
+			b.Error(err)
+		}
+	}
 	launches := e.jitCalls() - jit0
 	failed := 0
 	for _, id := range ids {
@@ -327,9 +336,9 @@ func BenchmarkSoak(b *testing.B) {
 	b.ReportMetric(float64(launches)/float64(jobs), "launches/job")
 	b.Logf("%d jobs, Poisson at %.1f/s, 1-5 s each, %d slots:\n"+
 		"  bare floor: %v, %.0f jobs/h, queue wait p50 %v p95 %v\n"+
-		"  service, SIGKILL every %v (%d kills): %v, %.0f jobs/h (%.0f%% of the floor), queue wait p50 %v p95 %v; %d launches for %d jobs; %d jobs not successful",
+		"  service, SIGKILL every %v (%d kills, healthy again after %s ms): %v, %.0f jobs/h (%.0f%% of the floor), queue wait p50 %v p95 %v; %d launches for %d jobs; %d jobs not successful",
 		jobs, rate, slots, bareStats.wall.Round(time.Second), bareStats.perHour, bareStats.p50.Round(time.Millisecond), bareStats.p95.Round(time.Millisecond),
-		killEvery, kills, svc.wall.Round(time.Second), svc.perHour, 100*svc.perHour/bareStats.perHour,
+		killEvery, kills, ms(back), svc.wall.Round(time.Second), svc.perHour, 100*svc.perHour/bareStats.perHour,
 		svc.p50.Round(time.Millisecond), svc.p95.Round(time.Millisecond), launches, jobs, failed)
 }
 
