@@ -126,9 +126,13 @@ func TestLXDRestart(t *testing.T) {
 		seen[j.RunnerName] = j.ID
 	}
 	// A launch is done again only when the kill cut it short: its
-	// instance adopted and then found without a runner, or its create
-	// finished by LXD with an error once LXD was back (seen: the instance
-	// LXD made vanished during its own restart, "Instance not found").
+	// instance adopted and then found without a runner (always done
+	// again), or its create finished by LXD with an error once LXD was
+	// back (seen: "Instance not found", "busy running a stop operation"
+	// while LXD restarted the old instance of that name). Such a failed
+	// launch is done again only if its runner never came up: LXD may have
+	// restarted the first instance, whose runner then takes a job and is
+	// kept.
 	adopted, replaced, failed := map[string]bool{}, 0, 0
 	for _, line := range strings.Split(e.logText(), "\n") {
 		var l struct{ Message, Instance, Reason, Stage string }
@@ -152,8 +156,9 @@ func TestLXDRestart(t *testing.T) {
 	}
 	t.Logf("%d jobs, %d launches; %d adopted after a cut start, %d of them replaced; %d cut launches failed once LXD was back",
 		len(ids), e.jitCalls(), len(adopted), replaced, failed)
-	if n := e.jitCalls(); n != len(ids)+replaced+failed {
-		t.Fatalf("launches = %d for %d jobs, %d replaced runners and %d failed launches", n, len(ids), replaced, failed)
+	if n := e.jitCalls(); n < len(ids)+replaced || n > len(ids)+replaced+failed {
+		t.Fatalf("launches = %d for %d jobs, %d replaced runners and %d failed launches: want %d to %d",
+			n, len(ids), replaced, failed, len(ids)+replaced, len(ids)+replaced+failed)
 	}
 	e.checkNoSecrets()
 }

@@ -83,6 +83,11 @@ func (s *Scheduler) launch(r fleet.Runner, o launchOrder) {
 	if errors.Is(err, fleet.ErrUnreachable) {
 		s.event(r.JobID, "launch_waiting", r.Name+": LXD did not answer; keeping the registration until it does")
 		err = s.awaitLXD(ctx, log, spec, err)
+		if errors.Is(err, errClaimed) {
+			s.m.Launch(r.Pool, "ok", s.clock.Now().Sub(began))
+			s.launchSucceeded(r.Pool)
+			return
+		}
 	}
 	took := s.clock.Now().Sub(began)
 	if err != nil {
@@ -171,6 +176,13 @@ func (s *Scheduler) awaitLXD(ctx context.Context, log zerolog.Logger, spec fleet
 		if serr := fleet.Sleep(ctx, s.clock, fleet.Backoff(attempt, time.Second, ceiling)); serr != nil {
 			return errors.Join(err, serr)
 		}
+		// LXD may have finished the start before it went away: the runner
+		// came up, took a job, and may be done and torn down by now. Its
+		// JIT config is spent, so nothing is made again.
+		if state, claimed := s.claimed(ctx, spec.Name); claimed {
+			log.Info().Str("state", string(state)).Msg("LXD did not answer, but the runner came up and took a job meanwhile: nothing to make")
+			return errClaimed
+		}
 		var in fleet.Instance
 		in, err = s.lxd.Get(ctx, spec.Name)
 		switch {
@@ -202,6 +214,23 @@ func (s *Scheduler) awaitLXD(ctx context.Context, log zerolog.Logger, spec fleet
 		}
 	}
 	return err
+}
+
+// errClaimed ends a launch whose runner an in_progress event claimed while
+// the launch waited for LXD: the launch is over, and its outcome is the
+// runner's, not the launch's.
+var errClaimed = errors.New("runner claimed while its launch waited")
+
+// claimed reports whether the named runner is no longer launching: an
+// in_progress event claimed it (and it may have ended since). A state
+// that cannot be read counts as not claimed.
+func (s *Scheduler) claimed(ctx context.Context, name string) (fleet.RunnerState, bool) {
+	var r fleet.Runner
+	err := s.st.View(ctx, func(tx fleet.Tx) (err error) { r, err = tx.Runner(name); return err })
+	if err != nil {
+		return "", false
+	}
+	return r.State, r.State != fleet.RunnerLaunching
 }
 
 // ours reports whether the instance of spec exists, runs, and carries this

@@ -913,6 +913,50 @@ func TestCreateWaitingForLXDDoesNotReplaceAStartingInstance(t *testing.T) {
 	}
 }
 
+// A launch waiting for LXD whose start LXD had in fact finished: the
+// runner took job 1, the job completed and the ephemeral instance deleted
+// itself, all before the launch asked LXD again (seen in the LXD-restart
+// fault test). It makes nothing again: its JIT config is spent, and an
+// instance made with it would run no job.
+func TestCreateWaitingForLXDMakesNothingForARunnerThatRanMeanwhile(t *testing.T) {
+	e := newEnv(t, testConfig())
+	e.lxd.SetAway(true, fleet.InstanceRunning)
+	e.deliver(fleet.ActionQueued, 1, "")
+	if err := e.s.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatal("the launch does not wait for LXD:", err)
+	}
+	name := e.runnersIn(fleet.RunnerLaunching)[0].Name
+	e.lxd.SetAway(false, "")
+	e.deliver(fleet.ActionInProgress, 1, name)
+	e.deliver(fleet.ActionCompleted, 1, name)
+	if err := e.s.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.lxd.Delete(ctx, name); err != nil { // the runner exited: LXD deletes an ephemeral instance
+		t.Fatal(err)
+	}
+	creates := e.lxd.Creates()
+	e.clock.Advance(DefaultTimeouts.LXDRetryCap)
+	waitUntil(t, "the runner torn down", func() bool {
+		if err := e.s.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return len(e.s.running(nil)) == 0 && len(e.runnersIn(fleet.RunnerDeleted)) == 1
+	})
+	if e.lxd.Creates() != creates || e.lxd.Has(name) || e.gh.JITCalls() != 1 {
+		t.Fatalf("creates %d (was %d), instance %s there: %v, JIT configs %d: want nothing made again",
+			e.lxd.Creates(), creates, name, e.lxd.Has(name), e.gh.JITCalls())
+	}
+	if !strings.Contains(e.logs.String(), "the runner came up and took a job meanwhile") {
+		t.Fatalf("the log does not say why nothing was made:\n%s", e.logs.String())
+	}
+}
+
 // forgetful is an LXD that, once back, first says the instance it made is
 // not there, then refuses to make it again: adopted, not failed.
 type forgetful struct {
