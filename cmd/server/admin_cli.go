@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 
@@ -52,11 +51,8 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", admin.DefaultListen, "admin API address: unix:/path, host:port or https://host:port")
-	tokenFile := fs.String("token-file", "", "file holding the admin token (mode 0600)")
-	caFile := fs.String("ca-file", "", "PEM certificates to trust for an https admin address (its own certificate will do); makes host:port https")
-	configFile := fs.String("config", "", "the service's config file: the admin listener, token and certificate are taken from it (default $"+ConfigEnv+")")
-	asJSON := fs.Bool("json", false, "print the API's JSON as is")
+	af := addAdminFlags(fs)
+	asJSON := af.asJSON
 	var pool, state string
 	var limit int
 	if cmd == "jobs" {
@@ -115,11 +111,7 @@ func adminCommand(ctx context.Context, cmd string, args []string, stdout, stderr
 		method, path = http.MethodDelete, "/api/instances/"+url.PathEscape(pos[1])
 	}
 
-	target, err := resolveAdminTarget(fs, adminTarget{*addr, *tokenFile, *caFile}, *configFile, os.Getenv)
-	if err != nil {
-		return true, err
-	}
-	c, err := newAdminClient(target.addr, target.tokenFile, target.caFile)
+	c, err := af.client()
 	if err != nil {
 		return true, err
 	}

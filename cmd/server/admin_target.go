@@ -101,3 +101,32 @@ func adminFromConfig(path string) (adminTarget, error) {
 	}
 	return t, nil
 }
+
+// adminFlags are the flags every admin CLI command takes to find the
+// service's admin API, and --json.
+type adminFlags struct {
+	fs                                  *flag.FlagSet
+	addr, tokenFile, caFile, configFile *string
+	asJSON                              *bool
+}
+
+func addAdminFlags(fs *flag.FlagSet) adminFlags {
+	return adminFlags{
+		fs:         fs,
+		addr:       fs.String("admin", admin.DefaultListen, "admin API address: unix:/path, host:port or https://host:port"),
+		tokenFile:  fs.String("token-file", "", "file holding the admin token (mode 0600)"),
+		caFile:     fs.String("ca-file", "", "PEM certificates to trust for an https admin address (its own certificate will do); makes host:port https"),
+		configFile: fs.String("config", "", "the service's config file: the admin listener, token and certificate are taken from it (default $"+ConfigEnv+")"),
+		asJSON:     fs.Bool("json", false, "print the API's JSON as is"),
+	}
+}
+
+// client resolves the admin API from the parsed flags (and the config
+// they name) and returns its client.
+func (a adminFlags) client() (*adminClient, error) {
+	target, err := resolveAdminTarget(a.fs, adminTarget{*a.addr, *a.tokenFile, *a.caFile}, *a.configFile, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return newAdminClient(target.addr, target.tokenFile, target.caFile)
+}
