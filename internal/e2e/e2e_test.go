@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -61,35 +59,17 @@ func TestOneJobThroughItsWholeLife(t *testing.T) {
 func TestThirtyJobsFourSlots(t *testing.T) {
 	e := newEnv(t, options{maxInstances: 4})
 	// Sample the instance count all along: the limit must hold at every moment.
-	var peak atomic.Int32
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if n := int32(len(e.instances())); n > peak.Load() {
-				peak.Store(n)
-			}
-		}
-	}()
+	peak := e.peakInstances()
 	var ids []int64
 	for i := 0; i < 30; i++ {
 		ids = append(ids, e.fake.QueueJob(ghfake.JobSpec{Labels: selfHosted, Repo: "acme/app", Duration: 200 * time.Millisecond}))
 	}
 	e.waitCompleted(ids...)
 	e.waitNoInstances()
-	close(stop)
-	wg.Wait()
 	if n := e.jitCalls(); n != 30 {
 		t.Fatalf("launches = %d, want exactly 30", n)
 	}
-	if p := peak.Load(); p > 4 {
+	if p := peak(); p > 4 {
 		t.Fatalf("peak instances = %d, limit 4", p)
 	}
 	if rs := e.fake.Runners(); len(rs) != 0 {

@@ -458,6 +458,43 @@ func (e *env) instances() []fleet.Instance {
 	return out
 }
 
+// peakInstances counts this test's instances every 50 ms until the
+// returned function is called, which returns the highest count seen.
+func (e *env) peakInstances() func() int {
+	var (
+		wg   sync.WaitGroup
+		peak int
+	)
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			all, err := e.lxd.List(e.ctx)
+			if err != nil {
+				continue
+			}
+			n := 0
+			for _, in := range all {
+				if strings.HasPrefix(in.Name, e.prefix) {
+					n++
+				}
+			}
+			peak = max(peak, n)
+		}
+	}()
+	var once sync.Once
+	return func() int {
+		once.Do(func() { close(stop); wg.Wait() })
+		return peak
+	}
+}
+
 func (e *env) jitCalls() int { return e.fake.Requests()[jitRoute] }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -447,43 +446,6 @@ func (r *replica) resume() {
 	r.mu.Unlock()
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		r.e.t.Fatal(err)
-	}
-}
-
-// peakInstances counts this test's instances every 50 ms until the
-// returned function is called, which returns the highest count seen.
-func (e *env) peakInstances() func() int {
-	var (
-		wg   sync.WaitGroup
-		peak int
-	)
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			all, err := e.lxd.List(e.ctx)
-			if err != nil {
-				continue
-			}
-			n := 0
-			for _, in := range all {
-				if strings.HasPrefix(in.Name, e.prefix) {
-					n++
-				}
-			}
-			peak = max(peak, n)
-		}
-	}()
-	var once sync.Once
-	return func() int {
-		once.Do(func() { close(stop); wg.Wait() })
-		return peak
 	}
 }
 
