@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/admin/admintest"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -24,7 +25,7 @@ const chromiumPath = "/usr/bin/chromium"
 func chromium(t *testing.T, url string, extra ...string) []byte {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("%s not found: install Debian's chromium package to run the browser test", chromiumPath)
+		fleettest.Missing(t, "%s not found: install Debian's chromium package to run the browser test", chromiumPath)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

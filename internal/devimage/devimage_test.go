@@ -17,6 +17,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
 )
 
@@ -58,7 +59,7 @@ func staticBinary(t *testing.T) string {
 func needBusybox(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(devimage.DefaultBusybox); err != nil {
-		t.Skipf("no %s (apt-get install busybox-static, or run .ci/setup-lxd.sh): %v", devimage.DefaultBusybox, err)
+		fleettest.Missing(t, "no %s (apt-get install busybox-static, or run .ci/setup-lxd.sh): %v", devimage.DefaultBusybox, err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 )
 
@@ -165,7 +166,7 @@ func TestObservability(t *testing.T) {
 	// The status page in a real browser.
 	chromium := "/usr/bin/chromium"
 	if _, err := os.Stat(chromium); err != nil {
-		t.Skip("chromium not installed (apt-get install chromium): status page not checked in a browser")
+		fleettest.Missing(t, "chromium not installed (apt-get install chromium): status page not checked in a browser")
 	}
 	dir := t.TempDir()
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

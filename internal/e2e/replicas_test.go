@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/ghfake"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/leader"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
@@ -151,7 +152,7 @@ func TestReplicasDatabaseOutage(t *testing.T) {
 	defer cancel()
 	pg, err := pgtest.Start(ctx)
 	if errors.Is(err, pgtest.ErrUnavailable) {
-		t.Skipf("PostgreSQL tests skipped: %v (CI always has it)", err)
+		fleettest.Missing(t, "PostgreSQL tests skipped: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd/lxdtest"
 )
@@ -753,7 +754,7 @@ func TestProfileAndStoragePool(t *testing.T) {
 	}
 	pool := def.Devices["root"]["pool"]
 	if pool == "" {
-		t.Skipf("the default profile has no root disk: %v", def.Devices)
+		fleettest.Missing(t, "the default profile has no root disk: %v", def.Devices)
 	}
 	if err := c.StoragePool(ctx, pool); err != nil {
 		t.Errorf("StoragePool(%s) = %v", pool, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/devimage"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet"
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/lxd"
 )
 
@@ -44,7 +45,7 @@ func skipWithoutLXD(t testing.TB) string {
 	t.Helper()
 	sock := SocketPath()
 	if _, err := os.Stat(sock); err != nil {
-		t.Skipf("no LXD socket at %s (set LXD_SOCKET, or run .ci/setup-lxd.sh): %v", sock, err)
+		fleettest.Missing(t, "no LXD socket at %s (set LXD_SOCKET, or run .ci/setup-lxd.sh): %v", sock, err)
 	}
 	return sock
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/lxd-gha-autoscaler/lxd-gha-autoscaler/internal/fleet/fleettest"
 )
 
 // Cluster is one running PostgreSQL server.
@@ -208,7 +209,7 @@ func Shared(t testing.TB) *Cluster {
 		shared, sharedErr = Start(ctx)
 	})
 	if errors.Is(sharedErr, ErrUnavailable) {
-		t.Skipf("PostgreSQL tests skipped: %v (CI always has it)", sharedErr)
+		fleettest.Missing(t, "PostgreSQL tests skipped: %v", sharedErr)
 	}
 	if sharedErr != nil {
 		t.Fatal(sharedErr)
