@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -70,7 +71,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	// Every request asks its context's permit first (fleet.WithPermit): a
 	// leader whose lease may have lapsed sends nothing.
 	args := lxdclient.ConnectionArgs{UserAgent: "lxd-gha-autoscaler",
-		TransportWrapper: func(t *http.Transport) lxdclient.HTTPTransporter { return permitted{t} }}
+		TransportWrapper: func(t *http.Transport) lxdclient.HTTPTransporter { permitConns(t); return permitted{t} }}
 	if cfg.Socket != "" {
 		c.eps = append(c.eps, &endpoint{addr: cfg.Socket, connect: func(ctx context.Context, skip bool) (lxdclient.InstanceServer, error) {
 			a := args
@@ -326,6 +327,45 @@ func (p permitted) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (p permitted) Transport() *http.Transport { return p.t }
+
+// permitConns makes every write to LXD ask the permit of the request the
+// connection was dialled for. RoundTrip's check alone leaves a window: a
+// process stopped (SIGSTOP, a long pause) after that check and before the
+// transport writes the request sends it when it resumes, after its lease
+// lapsed; checked at each write, the window is the write call itself.
+// The LXD client dials a connection per request (no keep-alives, made
+// sure of here), and the transport dials with the request's context
+// values, so a connection carries exactly its request's permit.
+func permitConns(t *http.Transport) {
+	t.DisableKeepAlives = true
+	wrap := func(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dial == nil {
+			return nil
+		}
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return permittedConn{conn, ctx}, nil
+		}
+	}
+	t.DialContext = wrap(t.DialContext)
+	t.DialTLSContext = wrap(t.DialTLSContext)
+}
+
+// permittedConn writes only while its request's permit allows it.
+type permittedConn struct {
+	net.Conn
+	ctx context.Context
+}
+
+func (c permittedConn) Write(b []byte) (int, error) {
+	if err := fleet.Permitted(c.ctx); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
 
 // permittedServer checks ctx's permit before each call that starts an
 // operation. The client opens its event stream before it sends such a
